@@ -1,0 +1,29 @@
+# `make train` and `make test` work on a fresh machine with Python 3.11 and pip:
+# both create .venv and install mmjax into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+WORKDIR ?= runs/default
+CONFIG ?= configs/default.py
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/python experiments/train.py --config=$(CONFIG) --workdir=$(WORKDIR)
+	@echo "Results: $(WORKDIR)/summary.json (TensorBoard: $(WORKDIR)/tensorboard)"
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

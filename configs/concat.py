@@ -1,0 +1,11 @@
+"""Concatenation of pooled modality vectors, then an MLP.
+
+Same data, encoders and training as configs/default.py; only the fusion differs.
+  python experiments/train.py --config=configs/concat.py --workdir=runs/concat
+The variant string of configs/default.py applies too (e.g. ':text=lstm').
+"""
+from configs import default
+
+
+def get_config(arg=None):
+  return default.get_config(','.join(filter(None, ['fusion=concat', arg])))

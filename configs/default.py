@@ -1,0 +1,111 @@
+"""Default mmjax run: image + audio + text classification on the embedded 'triad' data.
+
+Usage:
+  python experiments/train.py --config=configs/default.py --workdir=runs/default
+  python experiments/train.py --config=configs/default.py:fusion=gated,text=lstm ...
+  python experiments/train.py --config=configs/default.py:modalities=image ...
+
+Variant string (after the colon): comma-separated key=value pairs.
+  fusion=NAME          fusion method (concat, late, weighted_sum, modality_attention,
+                       gated, cross_attention)
+  image=NAME, audio=NAME, text=NAME   encoder per modality
+  size=NAME            size variant for every encoder (tiny, small)
+  modalities=a+b       subset of modalities the model uses (e.g. image+text)
+  mode=jit|pmap        parallel mode
+Any single field is also overridable with --config.a.b=value.
+"""
+import ml_collections
+
+VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'size', 'modalities', 'mode')
+
+
+def parse_variant(arg):
+  """'fusion=gated,text=lstm' -> {'fusion': 'gated', 'text': 'lstm'}."""
+  variant = {}
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in VARIANT_KEYS:
+      raise ValueError(
+          f'config variant {item!r}: expected key=value with key in '
+          f'{", ".join(VARIANT_KEYS)}')
+    variant[key] = value
+  return variant
+
+
+def get_config(arg=None):
+  """Returns the default config, adjusted by the variant string `arg`."""
+  variant = parse_variant(arg)
+  size = variant.get('size', 'tiny')
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name='triad',
+      builder_config='default',
+      data_dir='',  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
+      train_split='train',
+      eval_split='test',
+      text_length=16,
+  ))
+  c.input = ml_collections.ConfigDict(dict(
+      global_batch_size=64,
+      eval_batch_size=256,
+      num_workers=0,  # Grain worker processes; 0 reads in the main process.
+  ))
+
+  modalities = variant.get('modalities', 'image+audio+text').split('+')
+  c.model = ml_collections.ConfigDict(dict(
+      modalities=tuple(modalities),
+      dim=64,  # Common token width that every encoder is projected to.
+      dtype='float32',
+      encoders=dict(
+          image=dict(name=variant.get('image', 'cnn'), size=size),
+          audio=dict(name=variant.get('audio', 'cnn'), size=size),
+          text=dict(name=variant.get('text', 'embedding_bag'), size=size),
+      ),
+      fusion=dict(name=variant.get('fusion', 'concat')),
+      head_dropout=0.0,
+  ))
+
+  c.task = ml_collections.ConfigDict(dict(
+      name='classification', label_smoothing=0.0, topk=(1, 5)))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adamw',
+      learning_rate=3e-3,
+      warmup_steps=100,
+      schedule='cosine',
+      weight_decay=1e-4,
+      grad_clip_norm=1.0,
+  ))
+
+  c.num_train_steps = 1500
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      keep_last=2,  # Most recent checkpoints kept...
+      keep_best=1,  # ...plus the best ones by the task's eval metric.
+      async_save=True,
+  ))
+
+  c.parallel = ml_collections.ConfigDict(dict(
+      mode=variant.get('mode', 'jit'),  # 'jit' (shardings over a Mesh) | 'pmap'.
+      # Mesh axis sizes; one may be -1 to take the remaining devices.
+      mesh=dict(data=-1, fsdp=1, tensor=1),
+      # Logical axis name -> mesh axes. Parameters are sharded over whichever
+      # axes have size > 1, so one set of rules serves data, fsdp and tensor
+      # meshes alike; a dimension not divisible by its mesh axes is replicated.
+      rules=(
+          ('batch', ('data', 'fsdp')),
+          ('embed', 'fsdp'),
+          ('channels', 'fsdp'),
+          ('mlp', 'tensor'),
+          ('heads', 'tensor'),
+          ('vocab', 'tensor'),
+          ('kv', None),
+          ('classes', None),
+          ('norm', None),
+      ),
+  ))
+  return c

@@ -1,0 +1,1 @@
+"""mmjax: multimodal training in JAX/Flax."""

@@ -1,0 +1,74 @@
+"""The multimodal model: one encoder per modality -> projection -> fusion -> head."""
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax.models import layers
+from mmjax.models.encoders import build_encoder
+from mmjax.registry import FUSIONS
+
+Batch = Mapping[str, jax.Array]
+
+
+class MultimodalModel(nn.Module):
+  """Encoders for the configured modalities, a fusion method and a linear head.
+
+  Batch keys per modality `m`: `m` (the input), optional `m + '_mask'` (valid
+  steps of a variable-length input) and optional `m + '_present'` [B] (0 marks
+  the modality as missing for that example, e.g. for robustness evaluation or
+  modality dropout). A modality whose key is absent from the batch is missing
+  for every example. Returns logits [B, num_outputs].
+  """
+  modalities: Sequence[str]
+  encoders: Mapping[str, ml_collections.ConfigDict]
+  fusion: ml_collections.ConfigDict
+  dim: int
+  num_outputs: int
+  vocab_size: Optional[int] = None
+  head_dropout: float = 0.0
+  dtype: Any = jnp.float32
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, batch: Batch, *, train: bool) -> jax.Array:
+    tokens: Dict[str, jax.Array] = {}
+    masks: Dict[str, jax.Array] = {}
+    for m in self.modalities:
+      if m not in batch:
+        continue
+      encoder = build_encoder(m, self.encoders[m], dtype=self.dtype,
+                              vocab_size=self.vocab_size,
+                              bn_axis_name=self.bn_axis_name)
+      x, mask = encoder(batch[m], batch.get(f'{m}_mask'), train=train)
+      if f'{m}_present' in batch:
+        mask = mask & batch[f'{m}_present'].astype(bool)[:, None]
+      tokens[m] = layers.dense(self.dim, None, 'embed', self.dtype,
+                               name=f'{m}_proj')(x)
+      masks[m] = mask
+    fusion_cfg = dict(self.fusion)
+    fusion_cls = FUSIONS.get(fusion_cfg.pop('name'), field='model.fusion.name')
+    fused = fusion_cls(modalities=tuple(self.modalities), dim=self.dim,
+                       dtype=self.dtype, name='fusion',
+                       **fusion_cfg)(tokens, masks, train=train)
+    pooled = nn.Dropout(self.head_dropout, deterministic=not train)(
+        fused.pooled)
+    logits = layers.dense(self.num_outputs, 'embed', 'classes', self.dtype,
+                          name='head', init=nn.initializers.zeros_init())(
+                              pooled)
+    return logits.astype(jnp.float32)
+
+
+def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
+                vocab_size: Optional[int],
+                bn_axis_name: Optional[str] = None) -> MultimodalModel:
+  """The model described by `config.model` (dtype given by name, e.g. 'bfloat16')."""
+  mc = config.model
+  return MultimodalModel(
+      modalities=tuple(mc.modalities),
+      encoders={m: mc.encoders[m] for m in mc.modalities},
+      fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
+      vocab_size=vocab_size, head_dropout=mc.head_dropout,
+      dtype=jnp.dtype(mc.dtype), bn_axis_name=bn_axis_name)

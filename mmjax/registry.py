@@ -1,0 +1,58 @@
+"""Name -> constructor registries for encoders, fusion methods, tasks, datasets.
+
+Every component that a config selects by name registers itself here, so an
+unknown name fails early with the list of valid names instead of a KeyError
+deep inside model construction.
+"""
+from typing import Callable, Dict, Generic, Iterable, TypeVar
+
+from mmjax.errors import ConfigError
+
+T = TypeVar('T')
+
+
+class Registry(Generic[T]):
+  """A named collection of constructors.
+
+  >>> FUSIONS = Registry('fusion method')
+  >>> @FUSIONS.register('concat')
+  ... class Concat(nn.Module): ...
+  >>> FUSIONS.get('concat', field='model.fusion.name')
+  """
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: Dict[str, T] = {}
+
+  def register(self, name: str) -> Callable[[T], T]:
+    def decorator(obj: T) -> T:
+      if name in self._entries:
+        raise ValueError(f'{self.kind} {name!r} is registered twice.')
+      self._entries[name] = obj
+      return obj
+    return decorator
+
+  def get(self, name: str, field: str) -> T:
+    """Returns the entry `name`; `field` is the config path used in errors."""
+    if name not in self._entries:
+      raise ConfigError(
+          field, f'unknown {self.kind} {name!r}; valid names are: '
+          f'{", ".join(sorted(self._entries))}.')
+    return self._entries[name]
+
+  def names(self) -> Iterable[str]:
+    return sorted(self._entries)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._entries
+
+
+MODALITIES = ('image', 'audio', 'text')
+
+# Populated by the modules that define the entries (imported by
+# `mmjax.models`, `mmjax.tasks` and `mmjax.data`).
+ENCODERS: Dict[str, Registry] = {
+    m: Registry(f'{m} encoder') for m in MODALITIES}
+FUSIONS: Registry = Registry('fusion method')
+TASKS: Registry = Registry('task')
+DATASETS: Registry = Registry('dataset')

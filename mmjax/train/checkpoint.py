@@ -1,0 +1,91 @@
+"""Orbax checkpointing behind one small class, so the Orbax API changes in one place.
+
+A checkpoint holds two items: ``state`` (the train state: step, params,
+batch statistics, optimizer state) and ``data`` (the input iterator's state as
+JSON, so a resumed run sees the batches the uninterrupted run would have seen).
+Saves are asynchronous; the most recent `keep_last` steps are kept, plus the
+`keep_best` steps with the best eval metric.
+"""
+import os
+from typing import Any, Mapping, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+ITEMS = ('state', 'data')
+
+
+class Checkpointer:
+  """Saves and restores the train state and the data iterator state."""
+
+  def __init__(self, directory: str, *, keep_last: int, keep_best: int,
+               best_metric: str, best_mode: str, async_save: bool = True):
+    policies = [checkpoint_managers.LatestN(n=keep_last)]
+    if keep_best:
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics[best_metric],
+          reverse=best_mode == 'min', n=keep_best,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(
+            policies),
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory), options=options, item_names=ITEMS)
+
+  @property
+  def directory(self) -> str:
+    return str(self._manager.directory)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    return self._manager.all_steps()
+
+  def save(self, step: int, state: Any, data_state: Mapping[str, Any],
+           metrics: Optional[Mapping[str, float]] = None) -> None:
+    """Starts an (asynchronous) save of `state` at `step`.
+
+    `metrics` (eval metrics of this step, host floats) rank checkpoints for
+    the keep-best policy.
+    """
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(dict(data_state))),
+        metrics=dict(metrics) if metrics else None,
+        force=True)
+
+  def restore(self, step: int, target: Any) -> Tuple[Any, Mapping[str, Any]]:
+    """Restores step `step` into the structure, dtypes and shardings of `target`.
+
+    Args:
+      target: a pytree of `jax.ShapeDtypeStruct`s with shardings (or arrays)
+        describing the state to restore into, e.g. on another mesh.
+    Returns:
+      (state, data_state).
+    """
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            data=ocp.args.JsonRestore()))
+    return restored.state, restored.data
+
+  def wait(self) -> None:
+    """Blocks until the pending asynchronous save has finished."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_like(state: Any) -> Any:
+  """ShapeDtypeStructs with the shardings of `state`: a restore target."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      state)

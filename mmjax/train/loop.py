@@ -1,0 +1,175 @@
+"""`train_and_evaluate`: the training loop. It drives any task and knows nothing
+about modalities; the config decides the data, model, task and parallelism."""
+import json
+import os
+import time
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from mmjax.data import pipeline
+from mmjax.models.model import build_model
+from mmjax.train import parallel
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.optimizer import make_optimizer
+from mmjax.train.sharding import make_mesh
+from mmjax.train.writers import MetricWriter
+from mmjax.validate import validate_config
+
+SUMMARY_FILE = 'summary.json'
+
+
+def _example_batch(spec) -> Dict[str, np.ndarray]:
+  """A one-example batch of zeros with the dataset's shapes, for model init."""
+  return {k: np.zeros((1, *s.shape), s.dtype)
+          for k, s in spec.example_spec().items()}
+
+
+class Experiment:
+  """The pieces of one run, built from a validated config.
+
+  Separate from the loop so that tests and tools (evaluation, benchmarks) can
+  build the same model, state and steps without training.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.spec, self.task = validate_config(
+        config, num_devices=jax.device_count(),
+        process_count=jax.process_count())
+    pmap = config.parallel.mode == 'pmap'
+    self.model = build_model(config, num_outputs=self.task.num_outputs,
+                             vocab_size=getattr(self.spec, 'vocab_size', None),
+                             bn_axis_name=parallel.PMAP_AXIS if pmap else None)
+    self.tx, self.schedule = make_optimizer(config.optimizer,
+                                            config.num_train_steps)
+    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+    self.init_rng = init_rng
+    common = dict(model=self.model, tx=self.tx, task=self.task,
+                  schedule=self.schedule, dropout_rng=dropout_rng,
+                  example_batch=_example_batch(self.spec))
+    if pmap:
+      self.runner = parallel.PmapRunner(**common)
+    else:
+      self.runner = parallel.JitRunner(
+          mesh=make_mesh(config.parallel.mesh),
+          rules=tuple(tuple(r) for r in config.parallel.rules), **common)
+
+  def train_iterator(self):
+    return pipeline.train_iterator(
+        self.spec, self.config.dataset.train_split,
+        batch_size=self.config.input.global_batch_size // jax.process_count(),
+        seed=self.config.seed, shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        num_workers=self.config.input.num_workers)
+
+  def eval_batches(self) -> Iterator[Mapping[str, np.ndarray]]:
+    return pipeline.eval_iterator(
+        self.spec, self.config.dataset.eval_split,
+        batch_size=self.config.input.eval_batch_size // jax.process_count(),
+        shard_index=jax.process_index(), shard_count=jax.process_count())
+
+  def evaluate(self, state) -> Dict[str, float]:
+    return self.runner.evaluate(state, self.eval_batches())
+
+  def make_checkpointer(self, workdir: str) -> Checkpointer:
+    c = self.config.checkpoint
+    return Checkpointer(
+        os.path.join(workdir, 'checkpoints'), keep_last=c.keep_last,
+        keep_best=c.keep_best, best_metric=self.task.best_metric,
+        best_mode=self.task.best_mode, async_save=c.async_save)
+
+
+def _param_count(state) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       progress: bool = True) -> Dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Writes TensorBoard events and `metrics.jsonl` while training, checkpoints
+  under `checkpoints/`, and `summary.json` at the end.
+  Returns:
+    The summary: final eval metrics, parameter count, steps/s, wall time.
+  """
+  start = time.time()
+  experiment = Experiment(config)  # Validates before anything is written.
+  experiment.spec.prepare()
+  os.makedirs(workdir, exist_ok=True)
+  lead = jax.process_index() == 0
+  if lead:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  runner = experiment.runner
+  checkpointer = experiment.make_checkpointer(workdir)
+  writer = MetricWriter(workdir)
+  data = experiment.train_iterator()
+
+  state = runner.init(experiment.init_rng)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    restored, data_state = checkpointer.restore(latest,
+                                                runner.restore_target())
+    state = runner.from_checkpoint(restored)
+    data.set_state(data_state)
+    logging.info('Resumed from step %d in %s', latest, checkpointer.directory)
+  first_step = int(runner.fetch(state.step)) if latest is None else latest
+  num_params = _param_count(runner.to_checkpoint(state))
+  logging.info('Model: %s parameters. %s', f'{num_params:,}',
+               runner.describe(state))
+
+  total = config.num_train_steps
+  bar = tqdm(total=total, initial=first_step, unit='step', dynamic_ncols=True,
+             disable=not (progress and lead))
+  eval_metrics: Optional[Dict[str, float]] = None
+  timed_steps, timed_seconds, timer = 0, 0.0, None
+  metrics = None
+  for step in range(first_step + 1, total + 1):
+    state, metrics = runner.train_step(state, next(data))
+    bar.update(1)
+    if timer is None:  # The first step compiles: time the steps after it.
+      jax.block_until_ready(metrics)
+      timer = time.time()
+    else:
+      timed_steps += 1
+    if step % config.log_every_steps == 0 or step == total:
+      host = runner.fetch(metrics)
+      writer.write(step, 'train', host)
+      bar.set_postfix(loss=f'{host["loss"]:.4f}')
+    is_eval = step % config.eval_every_steps == 0 or step == total
+    if is_eval:
+      eval_metrics = experiment.evaluate(state)
+      writer.write(step, 'eval', eval_metrics)
+      bar.write(f'step {step}: ' + ', '.join(
+          f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
+    if step % config.checkpoint_every_steps == 0 or step == total:
+      checkpointer.save(step, runner.to_checkpoint(state), data.get_state(),
+                        metrics=eval_metrics if is_eval else None)
+  if timer is not None:
+    jax.block_until_ready(state)
+    timed_seconds = time.time() - timer
+  bar.close()
+  if eval_metrics is None:  # Nothing left to train: evaluate what was restored.
+    eval_metrics = experiment.evaluate(state)
+  checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+
+  summary = {
+      'final_step': total,
+      'eval': eval_metrics,
+      'num_params': num_params,
+      'steps_per_second': timed_steps / timed_seconds if timed_seconds else None,
+      'wall_time_seconds': time.time() - start,
+      'devices': jax.device_count(),
+      'mode': config.parallel.mode,
+  }
+  if lead:
+    with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
+      json.dump(summary, f, indent=2)
+  return summary

@@ -1,0 +1,158 @@
+"""How the pure steps run on devices: `jax.jit` over a Mesh, or `jax.pmap`.
+
+Both runners expose the same methods, so the train loop does not care which
+one it drives. Checkpoints hold one (unreplicated) copy of the state in either
+mode, so a run can switch modes or meshes on resume.
+"""
+import functools
+from typing import Any, Callable, Iterable, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mmjax.train import sharding as sharding_lib
+from mmjax.train import steps
+
+HostBatch = Mapping[str, np.ndarray]
+PMAP_AXIS = 'batch'
+
+
+class _Runner:
+  """What both modes share: the step functions bound to model, optimizer and task."""
+
+  def __init__(self, *, model: nn.Module, tx: optax.GradientTransformation,
+               task: Any, schedule: Callable, dropout_rng: jax.Array,
+               example_batch: HostBatch, axis_name=None):
+    self._model = model
+    self._task = task
+    self._init_fn = functools.partial(steps.init_state, model, tx,
+                                      example_batch)
+    self._train_fn = functools.partial(
+        steps.train_step, model=model, tx=tx, loss_fn=task.loss,
+        schedule=schedule, rng=dropout_rng, axis_name=axis_name)
+    self._eval_fn = functools.partial(
+        steps.eval_step, model=model, stats_fn=task.eval_stats,
+        axis_name=axis_name)
+
+  def evaluate(self, state: steps.TrainState,
+               batches: Iterable[HostBatch]) -> Mapping[str, float]:
+    """The task's metrics over every batch of `batches` (one pass)."""
+    totals = None
+    for host_batch in batches:
+      batch = self.put(host_batch)
+      if totals is None:
+        totals = self._zero_totals(state, batch)
+      totals = self._eval(state, batch, totals)
+    return self._task.finalize(self.fetch(totals))
+
+
+class JitRunner(_Runner):
+  """Steps compiled with `jax.jit`, explicit in/out shardings, state donated."""
+
+  def __init__(self, *, mesh: Mesh, rules, **kwargs):
+    super().__init__(**kwargs)
+    self.mesh = mesh
+    self.batch_sharding = sharding_lib.batch_sharding(mesh, rules)
+    replicated = NamedSharding(mesh, P())
+    self._abstract = jax.eval_shape(self._init_fn, jax.random.key(0))
+    self.state_sharding = sharding_lib.state_shardings(self._abstract, mesh,
+                                                       rules)
+    self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)),
+                         out_shardings=self.state_sharding)
+    self._train = jax.jit(
+        self._train_fn,
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, replicated), donate_argnums=0)
+    self._eval = jax.jit(
+        self._eval_fn,
+        in_shardings=(self.state_sharding, self.batch_sharding, replicated),
+        out_shardings=replicated, donate_argnums=2)
+    self._zero_totals = jax.jit(
+        functools.partial(steps.zero_totals, self._model, self._task.eval_stats),
+        out_shardings=replicated)
+
+  def init(self, rng: jax.Array) -> steps.TrainState:
+    return self._init(rng)
+
+  def put(self, host_batch: HostBatch):
+    return sharding_lib.host_to_global(host_batch, self.batch_sharding)
+
+  def train_step(self, state, host_batch):
+    return self._train(state, self.put(host_batch))
+
+  def fetch(self, tree) -> Any:
+    return jax.device_get(tree)
+
+  def restore_target(self) -> Any:
+    """Abstract state with this run's shardings, to restore a checkpoint into."""
+    unboxed = nn.meta.unbox(self._abstract)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        unboxed, self.state_sharding)
+
+  def to_checkpoint(self, state):
+    return state
+
+  def from_checkpoint(self, state):
+    return state
+
+  def describe(self, state) -> str:
+    return sharding_lib.shard_summary(state, self.state_sharding, self.mesh)
+
+
+class PmapRunner(_Runner):
+  """Data-parallel steps with `jax.pmap`: state replicated on local devices."""
+
+  def __init__(self, **kwargs):
+    super().__init__(axis_name=PMAP_AXIS, **kwargs)
+    self.devices = jax.local_devices()
+    # Leading axis of every pmapped array: one slice per local device.
+    self._stacked = NamedSharding(Mesh(np.array(self.devices), (PMAP_AXIS,)),
+                                  P(PMAP_AXIS))
+    n = len(self.devices)
+    self._replicate = jax.jit(
+        lambda tree: jax.tree.map(
+            lambda x: jax.numpy.broadcast_to(x, (n, *x.shape)), tree),
+        out_shardings=self._stacked)
+    self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)))
+    self._train = jax.pmap(self._train_fn, axis_name=PMAP_AXIS,
+                           donate_argnums=0)
+    self._eval = jax.pmap(self._eval_fn, axis_name=PMAP_AXIS,
+                          donate_argnums=2)
+    zeros = functools.partial(steps.zero_totals, self._model,
+                              self._task.eval_stats)
+    self._zero_totals = jax.pmap(zeros, axis_name=PMAP_AXIS)
+
+  def init(self, rng: jax.Array) -> steps.TrainState:
+    return self.from_checkpoint(self._init(rng))
+
+  def put(self, host_batch: HostBatch):
+    """[B_local, ...] -> [local devices, B_local / devices, ...] on the devices."""
+    n = len(self.devices)
+    return jax.device_put(
+        jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), host_batch),
+        self._stacked)
+
+  def train_step(self, state, host_batch):
+    return self._train(state, self.put(host_batch))
+
+  def fetch(self, tree) -> Any:
+    """Device values are replicated after the pmean/psum: read device 0's."""
+    return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+  def restore_target(self) -> Any:
+    return jax.eval_shape(lambda: nn.meta.unbox(self._init_fn(
+        jax.random.key(0))))
+
+  def to_checkpoint(self, state):
+    return jax.tree.map(lambda x: x[0], state)
+
+  def from_checkpoint(self, state):
+    return self._replicate(state)
+
+  def describe(self, state) -> str:
+    del state
+    return f'pmap data parallel over {len(self.devices)} local devices'

@@ -1,0 +1,122 @@
+"""Device mesh, logical-axis sharding of the train state, and host -> global batches.
+
+Parameters carry logical axis names (see `mmjax.models.layers`); the rules in
+``config.parallel.rules`` map them to the mesh axes ``data``, ``fsdp`` and
+``tensor``. Nothing here depends on the device count beyond the mesh shape.
+"""
+import math
+from typing import Any, Mapping, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mmjax.errors import ConfigError
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+Rules = Sequence[Tuple[str, Any]]
+
+
+def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
+  """Resolves `{'data': -1, 'fsdp': 2, 'tensor': 1}` to sizes over MESH_AXES."""
+  unknown = set(mesh_cfg) - set(MESH_AXES)
+  if unknown:
+    raise ConfigError('parallel.mesh', f'unknown mesh axes {sorted(unknown)}; '
+                      f'valid axes are {", ".join(MESH_AXES)}.')
+  sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ConfigError('parallel.mesh', 'at most one axis may be -1.')
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ConfigError('parallel.mesh', f'axis sizes must be positive or -1, '
+                      f'got {dict(zip(MESH_AXES, sizes))}.')
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ConfigError(
+          'parallel.mesh', f'{num_devices} devices cannot be split into '
+          f'{dict(zip(MESH_AXES, sizes))}: the fixed axes ({known}) must '
+          f'divide the device count.')
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ConfigError(
+        'parallel.mesh', f'mesh {dict(zip(MESH_AXES, sizes))} has '
+        f'{math.prod(sizes)} devices but {num_devices} are available; make '
+        f'the product equal the device count or set one axis to -1.')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg: Mapping[str, int], devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_cfg, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def _fit_to_shape(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """Replicates each dimension whose size its mesh axes do not divide.
+
+  Small or odd-sized parameters (a 3-channel conv kernel, 8 classes) cannot be
+  split evenly over the mesh; replicating just that dimension keeps one set of
+  rules valid for every model and mesh.
+  """
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = math.prod(mesh.shape[a] for a in names)
+    fitted.append(axes if size > 1 and dim % size == 0 else None)
+  return P(*fitted)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
+  """NamedShardings for a (boxed, abstract) train state from its logical names.
+
+  Args:
+    abstract_state: the state as returned by `jax.eval_shape` of its init,
+      still holding `nn.Partitioned` boxes for logically named parameters.
+  Returns:
+    A pytree matching the *unboxed* state with a NamedSharding per leaf.
+  """
+  logical = nn.get_partition_spec(abstract_state)
+  unboxed = nn.meta.unbox(abstract_state)
+
+  def to_sharding(logical_spec, leaf):
+    spec = nn.logical_to_mesh_axes(logical_spec, rules)
+    return NamedSharding(mesh, _fit_to_shape(spec, leaf.shape, mesh))
+
+  return jax.tree.map(to_sharding, logical, unboxed,
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+  """Sharding of a batch array: leading axis over the mesh axes of 'batch'."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(('batch',), rules))
+
+
+def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
+  """How many ways the batch axis is split (its global size must divide)."""
+  axes = dict(rules).get('batch')
+  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return math.prod(mesh.shape[a] for a in names)
+
+
+def host_to_global(batch: Mapping[str, np.ndarray],
+                   sharding: NamedSharding) -> Mapping[str, jax.Array]:
+  """Assembles each host's local batch rows into global jax.Arrays.
+
+  Every process passes its own [B_local, ...] rows; the result is a
+  [B_local * process_count, ...] array laid out by `sharding`.
+  """
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def shard_summary(state: Any, shardings: Any, mesh: Mesh) -> str:
+  """How much of the state is split over devices, for the run log."""
+  total = sharded = 0
+  for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
+    size = int(np.prod(leaf.shape))
+    total += size
+    sharded += size if any(s is not None for s in sharding.spec) else 0
+  return (f'{sharded:,} of {total:,} state values '
+          f'({100 * sharded / max(total, 1):.0f}%) are sharded over the mesh '
+          f'{dict(mesh.shape)}')

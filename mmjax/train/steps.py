@@ -1,0 +1,99 @@
+"""The train state and the pure train / eval steps, shared by the jit and pmap modes.
+
+Each step is a pure function of (state, batch); the parallel runners in
+`mmjax.train.parallel` compile them with `jax.jit` over a mesh or with
+`jax.pmap`, where `axis_name` names the device axis to average over.
+"""
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Batch = Mapping[str, jax.Array]
+Metrics = Mapping[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training run updates; all leaves are arrays (checkpointable)."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any  # BatchNorm running statistics; {} for models without.
+  opt_state: Any
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation,
+               example_batch: Batch, rng: jax.Array) -> TrainState:
+  """A fresh state. Parameters stay boxed (`nn.Partitioned`) so that
+  `jax.eval_shape` of this function exposes their logical axis names."""
+  variables = model.init({'params': rng, 'dropout': rng}, example_batch,
+                         train=False)
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}),
+                    opt_state=tx.init(params))
+
+
+def _variables(state: TrainState, params: Any) -> Mapping[str, Any]:
+  if state.batch_stats:
+    return {'params': params, 'batch_stats': state.batch_stats}
+  return {'params': params}
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               tx: optax.GradientTransformation, loss_fn: Callable,
+               schedule: Callable, rng: jax.Array,
+               axis_name: Optional[str] = None) -> Tuple[TrainState, Metrics]:
+  """One optimizer step on `batch`; returns the new state and on-device metrics.
+
+  The dropout key is `rng` folded with the step (and, under pmap, with the
+  device index), so no key is ever reused.
+  """
+  step_rng = jax.random.fold_in(rng, state.step)
+  if axis_name is not None:
+    step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+
+  def compute_loss(params):
+    outputs, updates = model.apply(
+        _variables(state, params), batch, train=True,
+        rngs={'dropout': step_rng}, mutable=['batch_stats'])
+    loss, metrics = loss_fn(outputs, batch)
+    return loss, (metrics, updates.get('batch_stats', {}))
+
+  grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+  (_, (metrics, batch_stats)), grads = grad_fn(state.params)
+  if axis_name is not None:
+    # Every device holds an equal share of the global batch, so the mean of
+    # per-device means is the global mean, as in the jit mode.
+    grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {**metrics, 'grad_norm': optax.global_norm(grads),
+             'learning_rate': schedule(state.step)}
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: Batch, totals: Metrics, *,
+              model: nn.Module, stats_fn: Callable,
+              axis_name: Optional[str] = None) -> Metrics:
+  """Adds this batch's additive eval statistics to `totals`."""
+  outputs = model.apply(_variables(state, state.params), batch, train=False)
+  stats = stats_fn(outputs, batch)
+  if axis_name is not None:
+    stats = jax.lax.psum(stats, axis_name)
+  return jax.tree.map(jnp.add, totals, stats)
+
+
+def zero_totals(model: nn.Module, stats_fn: Callable, state: TrainState,
+                batch: Batch) -> Metrics:
+  """Zeros shaped like `stats_fn`'s output: the start of an eval sum."""
+  stats = jax.eval_shape(
+      lambda s, b: stats_fn(
+          model.apply(_variables(s, s.params), b, train=False), b),
+      state, batch)
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)

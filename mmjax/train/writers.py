@@ -1,0 +1,45 @@
+"""Metric writers: TensorBoard event files and a JSONL file in the workdir.
+
+Only process 0 writes (other processes get a writer that does nothing), so
+multi-host runs produce one set of logs.
+"""
+import json
+import os
+from typing import Mapping
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+class MetricWriter:
+  """Writes scalar metrics, keyed by step and prefixed by split ('train', 'eval')."""
+
+  def __init__(self, workdir: str):
+    self._active = jax.process_index() == 0
+    if self._active:
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a')
+
+  def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+    if not self._active:
+      return
+    scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
+    for name, value in scalars.items():
+      self._tb.add_scalar(f'{split}/{name}', value, step)
+    self._jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) +
+                      '\n')
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self._active:
+      self._tb.close()
+      self._jsonl.close()
+
+
+def read_metrics(workdir: str):
+  """The records of a run's JSONL metrics file, in order."""
+  with open(os.path.join(workdir, METRICS_FILE)) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,104 @@
+"""Config validation: every ConfigError is raised here, before anything compiles
+or any directory is written."""
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax import data as _data  # noqa: F401  (registers datasets)
+from mmjax import models as _models  # noqa: F401  (registers encoders, fusions)
+from mmjax import tasks as _tasks  # noqa: F401  (registers tasks)
+from mmjax.errors import ConfigError
+from mmjax.models.encoders import check_encoder_config
+from mmjax.registry import DATASETS, FUSIONS, MODALITIES, TASKS
+from mmjax.train import sharding as sharding_lib
+from mmjax.train.optimizer import check_optimizer_config
+
+PARALLEL_MODES = ('jit', 'pmap')
+# Fields every fusion method receives from the model, not from the config.
+_FUSION_MODEL_FIELDS = ('modalities', 'dim', 'dtype', 'parent', 'name')
+
+
+def _check_positive(config, *fields):
+  for field in fields:
+    value = config
+    for part in field.split('.'):
+      value = value[part]
+    if not isinstance(value, (int, float)) or value <= 0:
+      raise ConfigError(field, f'must be a positive number, got {value!r}.')
+
+
+def _check_fusion(cfg: ml_collections.ConfigDict) -> None:
+  cls = FUSIONS.get(cfg.name, field='model.fusion.name')
+  allowed = {f.name for f in dataclasses.fields(cls)} - set(_FUSION_MODEL_FIELDS)
+  for key in cfg:
+    if key != 'name' and key not in allowed:
+      raise ConfigError(f'model.fusion.{key}',
+                        f'{cfg.name!r} has no field {key!r}; valid fields are '
+                        f'{", ".join(sorted(allowed))}.')
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
+                    process_count: int = 1):
+  """Checks `config` against the registries, the dataset and the devices.
+
+  Returns:
+    (dataset spec, task) built from the config, both cheap to construct (no
+    data is read or generated).
+  Raises:
+    ConfigError naming the first offending field.
+  """
+  _check_positive(config, 'num_train_steps', 'log_every_steps',
+                  'eval_every_steps', 'checkpoint_every_steps',
+                  'input.global_batch_size', 'input.eval_batch_size',
+                  'model.dim')
+  spec = DATASETS.get(config.dataset.name, field='dataset.name')(
+      config.dataset)
+
+  modalities = tuple(config.model.modalities)
+  if not modalities:
+    raise ConfigError('model.modalities', 'needs at least one modality.')
+  for m in modalities:
+    if m not in MODALITIES:
+      raise ConfigError('model.modalities', f'unknown modality {m!r}; valid '
+                        f'modalities are {", ".join(MODALITIES)}.')
+    if m not in spec.modalities:
+      raise ConfigError(
+          'model.modalities', f'the model needs {m!r} but dataset '
+          f'{config.dataset.name!r} provides only {", ".join(spec.modalities)}.')
+    if m not in config.model.encoders:
+      raise ConfigError(f'model.encoders.{m}', f'no encoder configured for {m!r}.')
+    check_encoder_config(m, config.model.encoders[m])
+  _check_fusion(config.model.fusion)
+  try:
+    jnp.dtype(config.model.dtype)
+  except TypeError:
+    raise ConfigError('model.dtype', f'{config.model.dtype!r} is not a dtype '
+                      "name; use e.g. 'float32' or 'bfloat16'.") from None
+
+  task = TASKS.get(config.task.name, field='task.name')(
+      config.task, num_classes=spec.num_classes, multilabel=spec.multilabel)
+  check_optimizer_config(config.optimizer, config.num_train_steps)
+
+  if config.parallel.mode not in PARALLEL_MODES:
+    raise ConfigError('parallel.mode', f'unknown mode {config.parallel.mode!r};'
+                      f' valid modes are {", ".join(PARALLEL_MODES)}.')
+  shape = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(
+      config.parallel.mesh, num_devices)))
+  if config.parallel.mode == 'pmap':
+    parallel = num_devices
+  else:
+    batch_axes = dict(config.parallel.rules).get('batch') or ()
+    batch_axes = (batch_axes,) if isinstance(batch_axes, str) else batch_axes
+    parallel = 1
+    for axis in batch_axes:
+      parallel *= shape[axis]
+  for field in ('global_batch_size', 'eval_batch_size'):
+    size = config.input[field]
+    if size % parallel or size % process_count:
+      raise ConfigError(
+          f'input.{field}', f'{size} is not divisible by the data-parallel '
+          f'size {parallel} (mode {config.parallel.mode!r}, mesh {shape}) and '
+          f'the process count {process_count}; use a multiple of '
+          f'{max(parallel, process_count)}.')
+  return spec, task

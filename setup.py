@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='mmjax',
+    version='0.1.0',
+    description='Multimodal (text, image, audio) training in JAX/Flax.',
+    packages=find_packages(include=['mmjax', 'mmjax.*', 'configs']),
+    python_requires='>=3.10',
+    install_requires=[
+        'absl-py>=2.1',
+        'array-record>=0.5',
+        'einops>=0.8',
+        'flax>=0.10',
+        'grain>=0.2.10',
+        'jax>=0.5',
+        'ml-collections>=1.0',
+        'numpy>=1.26',
+        'optax>=0.2.4',
+        'orbax-checkpoint>=0.11',
+        'scipy>=1.11',
+        'tensorboardX>=2.6',
+        'tensorflow-datasets>=4.9.7',
+        'tqdm>=4.66',
+    ],
+    extras_require={'test': ['pytest>=8', 'pytest-xdist>=3.5']},
+)
