@@ -12,6 +12,7 @@ setup(
         'einops>=0.8',
         'flax>=0.10',
         'grain>=0.2.10',
+        'importlib_resources',  # Needed by tensorflow-datasets, not declared by it.
         'jax>=0.5',
         'ml-collections>=1.0',
         'numpy>=1.26',

@@ -75,7 +75,13 @@ def get_config(arg=None):
       learning_rate=3e-3,
       warmup_steps=100,
       schedule='cosine',
+      end_learning_rate_factor=0.0,
       weight_decay=1e-4,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      momentum=0.9,  # sgd only.
+      nesterov=False,  # sgd only.
       grad_clip_norm=1.0,
   ))
 

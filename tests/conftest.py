@@ -5,3 +5,46 @@ os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') +
     ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # noqa: E402  (after the XLA flags above)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the 'tiny' triad dataset, built once per session."""
+  from configs import default
+  from mmjax import data  # noqa: F401  (registers datasets)
+  from mmjax.registry import DATASETS
+  directory = str(tmp_path_factory.mktemp('tfds'))
+  cfg = default.get_config().dataset
+  cfg.builder_config, cfg.data_dir = 'tiny', directory
+  DATASETS.get(cfg.name, field='dataset.name')(cfg).prepare()
+  return directory
+
+
+@pytest.fixture
+def make_config(data_dir):
+  """Builds a tiny, fast config: `make_config('fusion=gated', num_train_steps=2)`.
+
+  Keyword overrides use '__' for nesting: `optimizer__learning_rate=0.1`.
+  """
+  from configs import default
+
+  def make(arg=None, **overrides):
+    c = default.get_config(arg)
+    c.dataset.builder_config = 'tiny'
+    c.dataset.data_dir = data_dir
+    c.input.global_batch_size = 16
+    c.input.eval_batch_size = 32  # 'tiny' test split (100) leaves a padded batch.
+    c.num_train_steps = 4
+    c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 2
+    c.optimizer.warmup_steps = 1
+    for key, value in overrides.items():
+      *path, leaf = key.split('__')
+      node = c
+      for part in path:
+        node = node[part]
+      node[leaf] = value
+    return c
+
+  return make

@@ -36,12 +36,15 @@ class Experiment:
   build the same model, state and steps without training.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, devices=None):
+    """`devices` defaults to all devices (local devices in pmap mode)."""
     self.config = config
-    self.spec, self.task = validate_config(
-        config, num_devices=jax.device_count(),
-        process_count=jax.process_count())
     pmap = config.parallel.mode == 'pmap'
+    if devices is None:
+      devices = jax.local_devices() if pmap else jax.devices()
+    self.spec, self.task = validate_config(
+        config, num_devices=len(devices),
+        process_count=jax.process_count())
     self.model = build_model(config, num_outputs=self.task.num_outputs,
                              vocab_size=getattr(self.spec, 'vocab_size', None),
                              bn_axis_name=parallel.PMAP_AXIS if pmap else None)
@@ -53,10 +56,10 @@ class Experiment:
                   schedule=self.schedule, dropout_rng=dropout_rng,
                   example_batch=_example_batch(self.spec))
     if pmap:
-      self.runner = parallel.PmapRunner(**common)
+      self.runner = parallel.PmapRunner(devices=devices, **common)
     else:
       self.runner = parallel.JitRunner(
-          mesh=make_mesh(config.parallel.mesh),
+          mesh=make_mesh(config.parallel.mesh, devices),
           rules=tuple(tuple(r) for r in config.parallel.rules), **common)
 
   def train_iterator(self):

@@ -106,9 +106,9 @@ class JitRunner(_Runner):
 class PmapRunner(_Runner):
   """Data-parallel steps with `jax.pmap`: state replicated on local devices."""
 
-  def __init__(self, **kwargs):
+  def __init__(self, *, devices, **kwargs):
     super().__init__(axis_name=PMAP_AXIS, **kwargs)
-    self.devices = jax.local_devices()
+    self.devices = devices
     # Leading axis of every pmapped array: one slice per local device.
     self._stacked = NamedSharding(Mesh(np.array(self.devices), (PMAP_AXIS,)),
                                   P(PMAP_AXIS))
@@ -118,13 +118,11 @@ class PmapRunner(_Runner):
             lambda x: jax.numpy.broadcast_to(x, (n, *x.shape)), tree),
         out_shardings=self._stacked)
     self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)))
-    self._train = jax.pmap(self._train_fn, axis_name=PMAP_AXIS,
-                           donate_argnums=0)
-    self._eval = jax.pmap(self._eval_fn, axis_name=PMAP_AXIS,
-                          donate_argnums=2)
-    zeros = functools.partial(steps.zero_totals, self._model,
-                              self._task.eval_stats)
-    self._zero_totals = jax.pmap(zeros, axis_name=PMAP_AXIS)
+    pmap = functools.partial(jax.pmap, axis_name=PMAP_AXIS, devices=devices)
+    self._train = pmap(self._train_fn, donate_argnums=0)
+    self._eval = pmap(self._eval_fn, donate_argnums=2)
+    self._zero_totals = pmap(functools.partial(
+        steps.zero_totals, self._model, self._task.eval_stats))
 
   def init(self, rng: jax.Array) -> steps.TrainState:
     return self.from_checkpoint(self._init(rng))

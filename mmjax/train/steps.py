@@ -71,7 +71,7 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {**metrics, 'grad_norm': optax.global_norm(grads),
+  metrics = {**metrics, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': schedule(state.step)}
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)

@@ -1,0 +1,135 @@
+"""Audio encoders over log-mel / MFCC features: CNN, bidirectional LSTM,
+spectrogram-patch transformer.
+
+Each maps a waveform [B, N] in [-1, 1] and its sample mask [B, N] to tokens
+[B, T, D] running over time and a mask [B, T]. The features come from
+`AudioFrontend`, configured by the front-end fields every audio encoder has
+(flat, so `--config.model.encoders.audio.n_mels=64` works): `features`
+('logmel' | 'mfcc'), `sample_rate`, `n_fft`, `hop_length`, `n_mels`, `n_mfcc`.
+"""
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models import layers
+from mmjax.models.audio_frontend import FEATURE_KINDS, AudioFrontend
+from mmjax.models.image import ConvStack, conv
+from mmjax.models.text import RNN_CELLS, BiRNN
+from mmjax.registry import ENCODERS
+
+FRONTEND_CHOICES = {'features': FEATURE_KINDS}
+
+
+class AudioEncoder(nn.Module):
+  """Base of the audio encoders: the front-end fields and `frontend()`."""
+  features: str = 'logmel'  # 'logmel' | 'mfcc'
+  sample_rate: int = 8000
+  n_fft: int = 256
+  hop_length: int = 128
+  n_mels: int = 40
+  n_mfcc: int = 13
+
+  def frontend(self, waveform: jax.Array, mask: Optional[jax.Array]
+               ) -> Tuple[jax.Array, jax.Array]:
+    """Waveform [B, N] -> features [B, F, K] and frame mask [B, F]."""
+    return AudioFrontend(self.features, self.sample_rate, self.n_fft,
+                         self.hop_length, self.n_mels, self.n_mfcc,
+                         name='frontend')(waveform, mask)
+
+
+@ENCODERS['audio'].register('cnn')
+class AudioCNN(AudioEncoder):
+  """2-D CNN over the spectrogram as a 1-channel image, mean-pooled over the
+  feature axis: tokens [B, F // 2^n, channels[-1]] over time."""
+  channels: Sequence[int] = (32, 64, 128)
+  dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(channels=(16, 32)),
+      'small': dict(channels=(32, 64, 128)),
+  }
+  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = FRONTEND_CHOICES
+
+  @nn.compact
+  def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None,
+               *, train: bool) -> Tuple[jax.Array, jax.Array]:
+    del train  # No dropout or BatchNorm.
+    x, mask = self.frontend(waveform, mask)
+    x = ConvStack(self.channels, self.dtype, name='convs')(
+        x[..., None].astype(self.dtype))  # [B, F', K', C]
+    tokens = x.mean(axis=2)
+    factor = 2**len(self.channels)
+    return tokens, layers.downsample_mask(mask, factor, tokens.shape[1])
+
+
+@ENCODERS['audio'].register('lstm')
+class AudioRNN(AudioEncoder):
+  """Bidirectional RNN over frames: tokens [B, F, 2 * hidden_dim]."""
+  cell: str = 'lstm'  # 'lstm' | 'gru'
+  hidden_dim: int = 128
+  num_layers: int = 2
+  dropout: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(hidden_dim=32, num_layers=1),
+      'small': dict(hidden_dim=128, num_layers=2),
+  }
+  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = dict(
+      FRONTEND_CHOICES, cell=tuple(RNN_CELLS))
+
+  @nn.compact
+  def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None,
+               *, train: bool) -> Tuple[jax.Array, jax.Array]:
+    x, mask = self.frontend(waveform, mask)
+    x = BiRNN(self.cell, self.hidden_dim, self.num_layers, self.dropout,
+              self.dtype, name='rnn')(x.astype(self.dtype), mask, train=train)
+    return x, mask
+
+
+@ENCODERS['audio'].register('transformer')
+class AudioTransformer(AudioEncoder):
+  """Spectrogram-patch transformer (as in AST, Gong et al., 2021).
+
+  Non-overlapping (time, feature) patches of `patch_size` are embedded by a
+  strided conv, get learned positions and go through a pre-LN transformer.
+  Tokens [B, F' * K', dim] are the patches in time-major order; a patch is
+  valid when any frame it covers is.
+  """
+  patch_size: Tuple[int, int] = (4, 8)  # (frames, features)
+  dim: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 256
+  dropout: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(patch_size=(4, 8), dim=32, depth=1, num_heads=2,
+                   mlp_dim=64),
+      'small': dict(patch_size=(4, 4), dim=128, depth=4, num_heads=4,
+                    mlp_dim=256),
+  }
+  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = FRONTEND_CHOICES
+
+  @nn.compact
+  def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None,
+               *, train: bool) -> Tuple[jax.Array, jax.Array]:
+    x, mask = self.frontend(waveform, mask)
+    patch = tuple(self.patch_size)
+    x = conv(self.dim, patch, patch, 'VALID', dtype=self.dtype,
+             name='patch_embed')(x[..., None].astype(self.dtype))
+    batch, steps, bands, dim = x.shape  # [B, F', K', dim]
+    tokens = x.reshape(batch, steps * bands, dim)
+    mask = layers.downsample_mask(mask, patch[0], steps)
+    mask = jnp.repeat(mask, bands, axis=1)  # Time-major, like the tokens.
+    tokens = layers.AddPositions('learned', steps * bands, self.dtype,
+                                 name='positions')(tokens)
+    tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
+    tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
+                                     self.dropout, self.dtype,
+                                     name='transformer')(tokens, mask,
+                                                         train=train)
+    return tokens, mask

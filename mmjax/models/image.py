@@ -1,0 +1,197 @@
+"""Image encoders: a small CNN, ResNet-18/34/50 and a ViT.
+
+Each maps normalised images [B, H, W, C] to tokens [B, T, D] (the final
+feature map or the patches, flattened) and an all-true mask [B, T].
+"""
+import functools
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models import layers
+from mmjax.registry import ENCODERS
+
+
+def conv(features: int, kernel_size: Tuple[int, int],
+         strides: Tuple[int, int] = (1, 1), padding: Any = 'SAME',
+         use_bias: bool = True, dtype: layers.Dtype = jnp.float32,
+         name: Optional[str] = None) -> nn.Conv:
+  """nn.Conv whose kernel [kh, kw, in, out] and bias [out] carry axis names."""
+  return nn.Conv(features, kernel_size, strides, padding, use_bias=use_bias,
+                 dtype=dtype, name=name,
+                 kernel_init=layers.kernel((None, None, None, 'channels')),
+                 bias_init=layers.bias(('channels',)))
+
+
+def feature_map_tokens(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """[B, h, w, C] -> tokens [B, h * w, C] and an all-true mask [B, h * w]."""
+  tokens = x.reshape(x.shape[0], -1, x.shape[-1])
+  return tokens, jnp.ones(tokens.shape[:2], bool)
+
+
+class ConvStack(nn.Module):
+  """3x3 conv + ReLU + 2x2 max-pool per entry of `channels`.
+
+  [B, H, W, C] -> [B, H // 2^n, W // 2^n, channels[-1]] for n = len(channels).
+  Shared by the image CNN and the audio (spectrogram) CNN.
+  """
+  channels: Sequence[int]
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i, features in enumerate(self.channels):
+      x = nn.relu(conv(features, (3, 3), dtype=self.dtype, name=f'conv{i}')(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return x
+
+
+@ENCODERS['image'].register('cnn')
+class ImageCNN(nn.Module):
+  """A small CNN; tokens are its final feature map [B, H/2^n * W/2^n, C]."""
+  channels: Sequence[int] = (32, 64, 128)
+  dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(channels=(16, 32, 32)),
+      'small': dict(channels=(32, 64, 128)),
+  }
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
+               train: bool) -> Tuple[jax.Array, jax.Array]:
+    del mask, train  # Images are never padded; no dropout or BatchNorm.
+    x = ConvStack(self.channels, self.dtype, name='convs')(
+        x.astype(self.dtype))
+    return feature_map_tokens(x)
+
+
+class ResidualBlock(nn.Module):
+  """ResNet v1.5 block: basic (two 3x3) or bottleneck (1x1, 3x3 with the
+  stride, 1x1 to 4x width). [B, H, W, *] -> [B, H/s, W/s, width * expansion]."""
+  width: int
+  strides: int
+  bottleneck: bool
+  conv: Any  # functools.partial of `conv` without features / kernel_size.
+  norm: Any  # functools.partial of nn.BatchNorm.
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    strides = (self.strides, self.strides)
+    if self.bottleneck:
+      out_width = 4 * self.width
+      y = nn.relu(self.norm()(self.conv(self.width, (1, 1))(x)))
+      y = nn.relu(self.norm()(self.conv(self.width, (3, 3), strides)(y)))
+      y = self.conv(out_width, (1, 1))(y)
+    else:
+      out_width = self.width
+      y = nn.relu(self.norm()(self.conv(self.width, (3, 3), strides)(x)))
+      y = self.conv(self.width, (3, 3))(y)
+    # Zero-initialised last scale: every block starts as the identity, which
+    # makes deep nets train like shallow ones early on (Goyal et al., 2017).
+    y = self.norm(scale_init=layers.bias(('norm',),
+                                         nn.initializers.zeros_init()))(y)
+    if x.shape != y.shape:
+      x = self.norm(name='proj_norm')(
+          self.conv(out_width, (1, 1), strides, name='proj_conv')(x))
+    return nn.relu(x + y)
+
+
+@ENCODERS['image'].register('resnet')
+class ResNet(nn.Module):
+  """ResNet-18/34 (basic blocks) or ResNet-50 (bottleneck blocks).
+
+  Stages of `width`, 2, 4 and 8 x `width` channels (x4 for bottlenecks), each
+  after the first halving the resolution. Stem 'cifar' is one 3x3 conv (for
+  32x32 images); 'imagenet' is a 7x7/2 conv and a 3x3/2 max-pool. BatchNorm
+  statistics live in the 'batch_stats' collection (apply with
+  `mutable=['batch_stats']` when training); `bn_axis_name` averages them over
+  a `pmap` axis. Tokens are the final feature map [B, h * w, C].
+  """
+  depth: int = 18
+  width: int = 64
+  stem: str = 'cifar'  # 'cifar' | 'imagenet'
+  bn_axis_name: Optional[str] = None
+  dtype: layers.Dtype = jnp.float32
+
+  # depth -> (blocks per stage, bottleneck blocks?)
+  STAGES: ClassVar[Dict[int, Tuple[Tuple[int, ...], bool]]] = {
+      18: ((2, 2, 2, 2), False),
+      34: ((3, 4, 6, 3), False),
+      50: ((3, 4, 6, 3), True),
+  }
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(depth=18, width=16, stem='cifar'),
+      'small': dict(depth=18, width=32, stem='cifar'),
+      'resnet18': dict(depth=18, width=64, stem='imagenet'),
+      'resnet34': dict(depth=34, width=64, stem='imagenet'),
+      'resnet50': dict(depth=50, width=64, stem='imagenet'),
+  }
+  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = {
+      'depth': tuple(STAGES), 'stem': ('cifar', 'imagenet')}
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
+               train: bool) -> Tuple[jax.Array, jax.Array]:
+    del mask  # Images are never padded.
+    if self.depth not in self.STAGES or self.stem not in self.CHOICES['stem']:
+      raise ValueError(f'ResNet needs depth in {tuple(self.STAGES)} and stem '
+                       f'in {self.CHOICES["stem"]}, got {self.depth}, '
+                       f'{self.stem!r}')
+    stages, bottleneck = self.STAGES[self.depth]
+    conv_ = functools.partial(conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=0.9,
+        epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name,
+        scale_init=layers.bias(('norm',), nn.initializers.ones_init()),
+        bias_init=layers.bias(('norm',)))
+    x = x.astype(self.dtype)
+    if self.stem == 'imagenet':
+      x = conv_(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)],
+                name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_norm')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = nn.relu(norm(name='stem_norm')(
+          conv_(self.width, (3, 3), name='stem_conv')(x)))
+    for i, num_blocks in enumerate(stages):
+      for j in range(num_blocks):
+        x = ResidualBlock(self.width * 2**i, 2 if i > 0 and j == 0 else 1,
+                          bottleneck, conv_, norm, name=f'stage{i}_block{j}')(x)
+    return feature_map_tokens(x)
+
+
+@ENCODERS['image'].register('vit')
+class ViT(nn.Module):
+  """Vision transformer: conv patch embedding of `patch_size` squares, learned
+  positions, pre-LN transformer. Tokens are the patches [B, (H/p)(W/p), dim]."""
+  patch_size: int = 4
+  dim: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 256
+  dropout: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(patch_size=8, dim=32, depth=1, num_heads=2, mlp_dim=64),
+      'small': dict(patch_size=4, dim=128, depth=4, num_heads=4, mlp_dim=256),
+  }
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
+               train: bool) -> Tuple[jax.Array, jax.Array]:
+    del mask  # Images are never padded.
+    p = self.patch_size
+    x = conv(self.dim, (p, p), (p, p), 'VALID', dtype=self.dtype,
+             name='patch_embed')(x.astype(self.dtype))
+    tokens, mask = feature_map_tokens(x)
+    tokens = layers.AddPositions('learned', tokens.shape[1], self.dtype,
+                                 name='positions')(tokens)
+    tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
+    tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
+                                     self.dropout, self.dtype,
+                                     name='transformer')(tokens, train=train)
+    return tokens, mask

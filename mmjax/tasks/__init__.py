@@ -1,0 +1,5 @@
+"""Tasks: the loss, metrics and eval procedure of one training objective.
+
+Importing this package registers every task in `mmjax.registry.TASKS`.
+"""
+from mmjax.tasks import classification  # noqa: F401

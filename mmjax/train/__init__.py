@@ -1,0 +1,2 @@
+"""Training: optimizer, pure train / eval steps, parallel runners, checkpoints
+and the loop that drives any task."""

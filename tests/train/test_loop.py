@@ -1,0 +1,108 @@
+"""The training loop: checkpoint round trips, resume, exact evaluation, outputs."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from mmjax.train import writers
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.loop import Experiment, train_and_evaluate
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_restore_gives_identical_state_and_next_loss(make_config,
+                                                          tmp_path):
+  experiment = Experiment(make_config('image=resnet'))
+  runner = experiment.runner
+  data = experiment.train_iterator()
+  state = runner.init(experiment.init_rng)
+  state, _ = runner.train_step(state, next(data))
+  checkpointer = experiment.make_checkpointer(str(tmp_path))
+  checkpointer.save(1, runner.to_checkpoint(state), data.get_state())
+  checkpointer.wait()
+  batch = next(data)
+  # Snapshot before the step donates (invalidates) `state`.
+  saved = jax.device_get(state)
+  _, metrics = runner.train_step(state, batch)
+
+  fresh = Experiment(make_config('image=resnet'))
+  restored, data_state = fresh.make_checkpointer(str(tmp_path)).restore(
+      1, fresh.runner.restore_target())
+  _assert_trees_equal(saved, restored)
+  fresh_data = fresh.train_iterator()
+  fresh_data.set_state(data_state)
+  next_batch = next(fresh_data)
+  for key in batch:
+    np.testing.assert_array_equal(batch[key], next_batch[key])
+  _, fresh_metrics = fresh.runner.train_step(restored, next_batch)
+  assert float(fresh_metrics['loss']) == float(metrics['loss'])
+
+
+def test_interrupted_run_resumes_and_matches_uninterrupted(make_config,
+                                                           tmp_path):
+  config = make_config(num_train_steps=6, checkpoint_every_steps=2,
+                       eval_every_steps=3, checkpoint__keep_last=10)
+  full = str(tmp_path / 'full')
+  train_and_evaluate(config, full, progress=False)
+  # An interruption right after step 2's checkpoint: later steps never happened.
+  interrupted = str(tmp_path / 'interrupted')
+  shutil.copytree(full, interrupted)
+  for step in (4, 6):
+    shutil.rmtree(os.path.join(interrupted, 'checkpoints', str(step)))
+  os.remove(os.path.join(interrupted, 'summary.json'))
+
+  summary = train_and_evaluate(config, interrupted, progress=False)
+  assert summary['final_step'] == 6
+  steps = Checkpointer(os.path.join(interrupted, 'checkpoints'), keep_last=10,
+                       keep_best=0, best_metric='accuracy',
+                       best_mode='max').all_steps()
+  assert list(steps) == [2, 4, 6]
+  # The resumed run logged steps 3..6 again, continuing after step 2.
+  resumed_steps = [r['step'] for r in writers.read_metrics(interrupted)
+                   if r['split'] == 'train'][len([
+                       r for r in writers.read_metrics(full)
+                       if r['split'] == 'train']):]
+  assert resumed_steps == [4, 6]
+
+  def final_params(workdir):
+    experiment = Experiment(config)
+    return experiment.make_checkpointer(workdir).restore(
+        6, experiment.runner.restore_target())[0].params
+
+  _assert_trees_equal(final_params(full), final_params(interrupted))
+  with open(os.path.join(full, 'summary.json')) as f:
+    assert json.load(f)['eval'] == summary['eval']
+
+
+def test_eval_is_exact_over_padded_batches_without_recompiling(make_config):
+  experiment = Experiment(make_config())  # 100 test examples, batches of 32.
+  state = experiment.runner.init(experiment.init_rng)
+  metrics = experiment.evaluate(state)
+
+  source = experiment.spec.source('test')
+  examples = [experiment.spec.preprocess(source[i])
+              for i in range(len(source))]
+  batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  logits = experiment.model.apply({'params': state.params}, batch, train=False)
+  expected = np.mean(np.argmax(logits, -1) == batch['label'])
+  np.testing.assert_allclose(metrics['accuracy'], expected, atol=1e-6)
+  assert experiment.runner._eval._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_train_writes_logs_checkpoints_and_summary(make_config, tmp_path):
+  workdir = str(tmp_path)
+  summary = train_and_evaluate(make_config(), workdir, progress=False)
+  for name in ('summary.json', 'metrics.jsonl', 'config.json'):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  records = writers.read_metrics(workdir)
+  assert [r['step'] for r in records if r['split'] == 'train'] == [2, 4]
+  assert {'accuracy', 'macro_f1'} <= set(summary['eval'])
+  assert summary['num_params'] > 0 and summary['final_step'] == 4
+  assert summary['steps_per_second'] > 0

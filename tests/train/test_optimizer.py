@@ -1,0 +1,128 @@
+"""Tests for mmjax.train.optimizer: schedules, weight-decay mask, updates."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from mmjax.errors import ConfigError
+from mmjax.models import layers
+from mmjax.train.optimizer import (check_optimizer_config, decay_mask,
+                                   make_optimizer)
+
+
+def config(**fields):
+  return ml_collections.ConfigDict(
+      {'name': 'adamw', 'learning_rate': 1.0, 'warmup_steps': 0,
+       'schedule': 'constant', **fields})
+
+
+@pytest.mark.parametrize('schedule, middle', [
+    ('cosine', 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi / 4))),
+    ('linear', 1.0 - 0.9 / 4),
+    ('constant', 1.0),
+])
+def test_schedule_warms_up_then_decays_to_the_end_factor(schedule, middle):
+  _, lr = make_optimizer(config(schedule=schedule, warmup_steps=10,
+                                end_learning_rate_factor=0.1), 110)
+  end = 1.0 if schedule == 'constant' else 0.1
+  np.testing.assert_allclose(
+      [lr(0), lr(5), lr(10), lr(35), lr(110), lr(200)],
+      [0.0, 0.5, 1.0, middle, end, end], rtol=1e-5)
+
+
+class Block(nn.Module):
+  """LayerNorm, attention (2-D biases) and dense layers, as models use them."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = layers.AddPositions(max_len=4)(x)
+    x = layers.TransformerBlock(num_heads=2, mlp_dim=8)(x, train=False)
+    return layers.dense(3, 'embed', 'classes')(x)
+
+
+def test_decay_mask_decays_kernels_and_spares_biases_and_norms():
+  boxed = jax.jit(Block().init)(jax.random.key(0), jnp.zeros((1, 4, 4)))[
+      'params']
+  params = nn.meta.unbox(boxed)
+  mask = decay_mask(params)
+  flat = {'/'.join(k.key for k in path): m
+          for path, m in jax.tree_util.tree_leaves_with_path(mask)}
+  names = {path.rsplit('/', 1)[1] for path in flat}
+  assert names == {'kernel', 'bias', 'scale', 'table'}
+  for path, decayed in flat.items():
+    assert decayed == path.endswith(('kernel', 'table')), path
+  assert not flat['TransformerBlock_0/attn/query/bias']  # [heads, kv]
+  # Boxed parameters (as `init_state` passes them to `tx.init`) agree.
+  assert jax.tree.leaves(decay_mask(boxed)) == jax.tree.leaves(mask)
+
+  # One AdamW step with zero gradients only decays: kernels and tables
+  # shrink by lr * weight_decay, every other parameter stays.
+  tx, _ = make_optimizer(config(weight_decay=0.5, learning_rate=0.1), 10)
+  state = nn.meta.unbox(tx.init(boxed))
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state,
+                                  params)
+  new_params = optax.apply_updates(params, updates)
+  for decayed, old, new in zip(jax.tree.leaves(mask), jax.tree.leaves(params),
+                               jax.tree.leaves(new_params)):
+    np.testing.assert_allclose(new, old * (0.95 if decayed else 1.0),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize('fields', [
+    dict(name='adamw', weight_decay=1e-4),
+    dict(name='sgd', momentum=0.9, nesterov=True, weight_decay=1e-4),
+    dict(name='sgd', momentum=0.0),
+    dict(name='adam'),
+    dict(name='lamb'),
+])
+def test_steps_on_a_quadratic_decrease_the_loss(fields):
+  target = {'kernel': jnp.array([[1.0, -2.0], [3.0, 0.5]]),
+            'bias': jnp.array([0.5, -1.0])}
+  params = jax.tree.map(jnp.zeros_like, target)
+
+  def loss(p):
+    return sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)
+
+  tx, _ = make_optimizer(config(learning_rate=0.05, grad_clip_norm=10.0,
+                                **fields), 20)
+  state = tx.init(params)
+  losses = []
+  for _ in range(5):
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    losses.append(float(value))
+  assert all(b < a for a, b in zip(losses, losses[1:])), losses
+
+
+def test_grad_clip_norm_caps_the_gradient_norm():
+  params = {'w': jnp.zeros(4)}
+  grads = {'w': jnp.array([3.0, 4.0, 0.0, 0.0])}  # norm 5.
+  for clip, norm in ((1.0, 1.0), (None, 5.0), (0.0, 5.0)):
+    tx, _ = make_optimizer(
+        config(name='sgd', momentum=0.0, grad_clip_norm=clip), 10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(optax.tree.norm(updates), norm, rtol=1e-6)
+
+
+@pytest.mark.parametrize('fields, field, match', [
+    (dict(name='rmsprop'), 'optimizer.name', 'adam, adamw, lamb, sgd'),
+    (dict(schedule='step'), 'optimizer.schedule', 'constant, cosine, linear'),
+    (dict(learning_rate=0.0), 'optimizer.learning_rate', '> 0'),
+    (dict(learning_rate='1e-3'), 'optimizer.learning_rate', '> 0'),
+    (dict(warmup_steps=-1), 'optimizer.warmup_steps', 'num_train_steps=10'),
+    (dict(warmup_steps=11), 'optimizer.warmup_steps', 'num_train_steps=10'),
+    (dict(end_learning_rate_factor=1.5), 'optimizer.end_learning_rate_factor',
+     r'\[0, 1\]'),
+    (dict(grad_clip_norm=-1.0), 'optimizer.grad_clip_norm', '>= 0'),
+    (dict(beta1=0.9), 'optimizer.beta1', 'b1, b2'),
+])
+def test_bad_config_raises_config_error(fields, field, match):
+  with pytest.raises(ConfigError, match=match) as error:
+    check_optimizer_config(config(**fields), num_train_steps=10)
+  assert error.value.field == field
+  with pytest.raises(ConfigError):
+    make_optimizer(config(**fields), num_train_steps=10)
