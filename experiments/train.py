@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mmjax.train.loop import train_and_evaluate
+from mmjax.train.writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with a variant: file.py:variant.',
@@ -23,6 +24,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  quiet_library_logs()
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -80,7 +80,7 @@ def log_mel_spectrogram(waveform: jax.Array, sample_rate: int, n_fft: int,
                         hop_length: int, n_mels: int, fmin: float = 0.0,
                         fmax: Optional[float] = None,
                         log_offset: float = 1e-6) -> jax.Array:
-  """Log-mel power spectrogram: waveform [B, N] -> [B, frames, n_mels] float32."""
+  """Log-mel power spectrogram: waveform [B, N] -> [B, frames, n_mels]."""
   x = frames(jnp.asarray(waveform, jnp.float32), n_fft, hop_length)
   # Periodic Hann, the window of spectral analysis (scipy's default).
   window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
@@ -107,7 +107,7 @@ def frame_mask(sample_mask: jax.Array, n_fft: int, hop_length: int
 
 
 class AudioFrontend(nn.Module):
-  """Waveform [B, N] and sample mask -> features [B, F, K] and frame mask [B, F].
+  """Waveform [B, N], sample mask -> features [B, F, K], frame mask [B, F].
 
   K is `n_mels` for kind 'logmel' and `n_mfcc` for 'mfcc'. Features of invalid
   frames are set to 0, so encoders whose receptive field reaches past the

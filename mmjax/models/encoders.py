@@ -1,4 +1,4 @@
-"""Builds a modality encoder from its config (`config.model.encoders.<modality>`).
+"""Builds a modality encoder from `config.model.encoders.<modality>`.
 
 An encoder config holds `name` (the registered encoder), optionally `size` (a
 key of the class's `SIZES`; without it the class defaults apply) and any
@@ -22,7 +22,8 @@ from mmjax.models import audio, image, text  # noqa: F401  (registers encoders)
 from mmjax.registry import ENCODERS, MODALITIES
 
 # Fields that come from the model or the dataset, never from the config.
-_BUILD_FIELDS = ('vocab_size', 'bn_axis_name', 'dtype', 'parent', 'name')
+_BUILD_FIELDS = ('vocab_size', 'sample_rate', 'bn_axis_name', 'dtype', 'parent',
+                 'name')
 
 
 def _resolve(modality: str, cfg: Mapping[str, Any]
@@ -71,6 +72,7 @@ def check_encoder_config(modality: str, cfg: Mapping[str, Any]) -> None:
 
 def build_encoder(modality: str, cfg: Mapping[str, Any], *,
                   dtype: Any = jnp.float32, vocab_size: Optional[int] = None,
+                  sample_rate: Optional[int] = None,
                   bn_axis_name: Optional[str] = None,
                   name: Optional[str] = None) -> nn.Module:
   """The `modality` encoder described by `cfg` (unbound Linen module).
@@ -80,14 +82,16 @@ def build_encoder(modality: str, cfg: Mapping[str, Any], *,
     cfg: `config.model.encoders.<modality>`.
     dtype: compute dtype of the activations.
     vocab_size: text vocabulary size (from the dataset); text encoders need it.
+    sample_rate: audio sample rate in Hz (from the dataset), for the audio
+      front end; None keeps the encoder's default.
     bn_axis_name: `pmap` axis to average BatchNorm statistics over, for
       encoders with BatchNorm.
     name: module name (e.g. f'{modality}_encoder').
   """
   cls, kwargs = _resolve(modality, cfg)
   fields = {f.name for f in dataclasses.fields(cls)}
-  if 'vocab_size' in fields:
-    kwargs['vocab_size'] = vocab_size
-  if 'bn_axis_name' in fields:
-    kwargs['bn_axis_name'] = bn_axis_name
+  given = dict(vocab_size=vocab_size, sample_rate=sample_rate,
+               bn_axis_name=bn_axis_name)
+  kwargs.update({k: v for k, v in given.items()
+                 if k in fields and (v is not None or k != 'sample_rate')})
   return cls(**kwargs, dtype=dtype, name=name)

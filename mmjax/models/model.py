@@ -28,6 +28,7 @@ class MultimodalModel(nn.Module):
   dim: int
   num_outputs: int
   vocab_size: Optional[int] = None
+  sample_rate: Optional[int] = None
   head_dropout: float = 0.0
   dtype: Any = jnp.float32
   bn_axis_name: Optional[str] = None
@@ -41,7 +42,9 @@ class MultimodalModel(nn.Module):
         continue
       encoder = build_encoder(m, self.encoders[m], dtype=self.dtype,
                               vocab_size=self.vocab_size,
-                              bn_axis_name=self.bn_axis_name)
+                              sample_rate=self.sample_rate,
+                              bn_axis_name=self.bn_axis_name,
+                              name=f'{m}_encoder')
       x, mask = encoder(batch[m], batch.get(f'{m}_mask'), train=train)
       if f'{m}_present' in batch:
         mask = mask & batch[f'{m}_present'].astype(bool)[:, None]
@@ -62,13 +65,18 @@ class MultimodalModel(nn.Module):
 
 
 def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
-                vocab_size: Optional[int],
+                vocab_size: Optional[int] = None,
+                sample_rate: Optional[int] = None,
                 bn_axis_name: Optional[str] = None) -> MultimodalModel:
-  """The model described by `config.model` (dtype given by name, e.g. 'bfloat16')."""
+  """The model described by `config.model` (dtype given by name, e.g. 'bfloat16').
+
+  `vocab_size` and `sample_rate` come from the dataset.
+  """
   mc = config.model
   return MultimodalModel(
       modalities=tuple(mc.modalities),
       encoders={m: mc.encoders[m] for m in mc.modalities},
       fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
-      vocab_size=vocab_size, head_dropout=mc.head_dropout,
+      vocab_size=vocab_size, sample_rate=sample_rate,
+      head_dropout=mc.head_dropout,
       dtype=jnp.dtype(mc.dtype), bn_axis_name=bn_axis_name)

@@ -47,6 +47,7 @@ class Experiment:
         process_count=jax.process_count())
     self.model = build_model(config, num_outputs=self.task.num_outputs,
                              vocab_size=getattr(self.spec, 'vocab_size', None),
+                             sample_rate=getattr(self.spec, 'sample_rate', None),
                              bn_axis_name=parallel.PMAP_AXIS if pmap else None)
     self.tx, self.schedule = make_optimizer(config.optimizer,
                                             config.num_train_steps)

@@ -4,11 +4,13 @@ Only process 0 writes (other processes get a writer that does nothing), so
 multi-host runs produce one set of logs.
 """
 import json
+import logging as std_logging
 import os
 from typing import Mapping
 
 import jax
 import numpy as np
+from absl import logging
 from tensorboardX import SummaryWriter
 
 METRICS_FILE = 'metrics.jsonl'
@@ -43,3 +45,15 @@ def read_metrics(workdir: str):
   """The records of a run's JSONL metrics file, in order."""
   with open(os.path.join(workdir, METRICS_FILE)) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def quiet_library_logs() -> None:
+  """Keeps mmjax's INFO logs and only warnings and errors from other libraries.
+
+  Orbax, TFDS and JAX log every checkpoint phase and file at INFO through
+  absl; at that level the run's own messages drown.
+  """
+  package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  logging.get_absl_handler().addFilter(
+      lambda record: (record.levelno >= std_logging.WARNING or
+                      record.pathname.startswith(package_dir)))

@@ -52,7 +52,7 @@ def reference_log_mel(waveform, n_fft, hop, n_mels, fmin, fmax,
 
 
 def sweep_and_noise():
-  """[2, 4000]: a 50 Hz -> 3.9 kHz chirp and white noise, both 0.5 s at 8 kHz."""
+  """[2, 4000]: a 50 Hz -> 3.9 kHz chirp and white noise (0.5 s at 8 kHz)."""
   t = np.arange(4000) / SR
   chirp = 0.8 * scipy.signal.chirp(t, f0=50, t1=t[-1], f1=3900)
   noise = np.random.default_rng(0).uniform(-1, 1, 4000)

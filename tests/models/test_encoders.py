@@ -1,4 +1,4 @@
-"""Tests of the modality encoders; the generic ones run for every registered name."""
+"""Tests of the modality encoders; generic ones cover every registered name."""
 import functools
 
 import flax.linen as nn
@@ -157,7 +157,8 @@ def test_resnet_bn_axis_name_averages_batch_stats_over_pmap():
 def test_resnet_depths_have_torchvision_structure():
   """Parameter counts (without the classifier) of torchvision's ResNets."""
   x = jnp.zeros((1, 64, 64, 3))
-  expected = {'resnet18': (11_176_512, 512, 2), 'resnet34': (21_284_672, 512, 2),
+  expected = {'resnet18': (11_176_512, 512, 2),
+              'resnet34': (21_284_672, 512, 2),
               'resnet50': (23_508_032, 2048, 3)}
   for size, (num_params, width, convs_per_block) in expected.items():
     encoder = build_encoder('image', dict(name='resnet', size=size))

@@ -18,7 +18,7 @@ def _assert_trees_equal(a, b):
 
 def test_save_restore_gives_identical_state_and_next_loss(make_config,
                                                           tmp_path):
-  experiment = Experiment(make_config('image=resnet'))
+  experiment = Experiment(make_config('image=resnet,modalities=image+text'))
   runner = experiment.runner
   data = experiment.train_iterator()
   state = runner.init(experiment.init_rng)
@@ -31,7 +31,7 @@ def test_save_restore_gives_identical_state_and_next_loss(make_config,
   saved = jax.device_get(state)
   _, metrics = runner.train_step(state, batch)
 
-  fresh = Experiment(make_config('image=resnet'))
+  fresh = Experiment(make_config('image=resnet,modalities=image+text'))
   restored, data_state = fresh.make_checkpointer(str(tmp_path)).restore(
       1, fresh.runner.restore_target())
   _assert_trees_equal(saved, restored)

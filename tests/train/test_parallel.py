@@ -45,7 +45,7 @@ def test_sharded_loss_equals_single_device(make_config, mesh):
 def test_pmap_matches_jit(make_config):
   # A ResNet image tower: BatchNorm statistics must be averaged over devices
   # under pmap to match the global-batch statistics of the jit mode.
-  config = make_config('image=resnet', num_train_steps=3)
+  config = make_config('image=resnet,modalities=image+text', num_train_steps=3)
   jit = Experiment(config)
   config.parallel.mode = 'pmap'
   pmap = Experiment(config)
