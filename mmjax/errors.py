@@ -12,3 +12,18 @@ class ConfigError(ValueError):
   def __init__(self, field: str, message: str):
     self.field = field
     super().__init__(f'config.{field}: {message}')
+
+
+def check_fields(cfg, allowed, prefix: str, owner: str) -> None:
+  """Raises ConfigError for the first key of `cfg` that is not in `allowed`.
+
+  Args:
+    cfg: a ConfigDict or mapping.
+    allowed: the valid field names.
+    prefix: the config path of `cfg`, e.g. 'optimizer'.
+    owner: what the fields belong to, for the message, e.g. "fusion 'gated'".
+  """
+  for key in cfg:
+    if key not in allowed:
+      raise ConfigError(f'{prefix}.{key}', f'{owner} has no field {key!r}; '
+                        f'valid fields are {", ".join(sorted(allowed))}.')

@@ -8,7 +8,7 @@ import ml_collections
 from mmjax import data as _data  # noqa: F401  (registers datasets)
 from mmjax import models as _models  # noqa: F401  (registers encoders, fusions)
 from mmjax import tasks as _tasks  # noqa: F401  (registers tasks)
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, check_fields
 from mmjax.models.encoders import check_encoder_config
 from mmjax.registry import DATASETS, FUSIONS, MODALITIES, TASKS
 from mmjax.train import sharding as sharding_lib
@@ -30,12 +30,9 @@ def _check_positive(config, *fields):
 
 def _check_fusion(cfg: ml_collections.ConfigDict) -> None:
   cls = FUSIONS.get(cfg.name, field='model.fusion.name')
-  allowed = {f.name for f in dataclasses.fields(cls)} - set(_FUSION_MODEL_FIELDS)
-  for key in cfg:
-    if key != 'name' and key not in allowed:
-      raise ConfigError(f'model.fusion.{key}',
-                        f'{cfg.name!r} has no field {key!r}; valid fields are '
-                        f'{", ".join(sorted(allowed))}.')
+  allowed = ({f.name for f in dataclasses.fields(cls)} -
+             set(_FUSION_MODEL_FIELDS)) | {'name'}
+  check_fields(cfg, allowed, 'model.fusion', f'fusion {cfg.name!r}')
 
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,

@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, check_fields
 from mmjax.models import audio, image, text  # noqa: F401  (registers encoders)
 from mmjax.registry import ENCODERS, MODALITIES
 
@@ -46,15 +46,12 @@ def _resolve(modality: str, cfg: Mapping[str, Any]
                         f'no size {cfg["size"]!r}; valid sizes are: '
                         f'{", ".join(cls.SIZES)}.')
     kwargs.update(cls.SIZES[cfg['size']])
-  fields = sorted({f.name for f in dataclasses.fields(cls)} -
-                  set(_BUILD_FIELDS))
+  fields = ({f.name for f in dataclasses.fields(cls)} -
+            set(_BUILD_FIELDS)) | {'name', 'size'}
+  check_fields(cfg, fields, prefix, f'{modality} encoder {name!r}')
   for key, value in cfg.items():
     if key in ('name', 'size'):
       continue
-    if key not in fields:
-      raise ConfigError(f'{prefix}.{key}', f'{modality} encoder {name!r} has '
-                        f'no field {key!r}; valid fields are: name, size, '
-                        f'{", ".join(fields)}.')
     # Config files and --config overrides may give lists; modules hash fields.
     kwargs[key] = tuple(value) if isinstance(value, list) else value
   for key, allowed in getattr(cls, 'CHOICES', {}).items():

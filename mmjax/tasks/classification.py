@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, check_fields
 from mmjax.registry import TASKS
 from mmjax.tasks import base
 
@@ -51,10 +51,7 @@ def _check_config(
     cfg: ml_collections.ConfigDict) -> Tuple[float, Sequence[int]]:
   """Returns (label_smoothing, topk) from `cfg`, or raises ConfigError."""
   defaults = default_task_config()
-  for key in cfg:
-    if key not in defaults:
-      raise ConfigError(f'task.{key}', f'classification has no field {key!r};'
-                        f' valid fields are {", ".join(sorted(defaults))}.')
+  check_fields(cfg, defaults, 'task', 'classification')
   smoothing = cfg.get('label_smoothing', defaults.label_smoothing)
   if (not isinstance(smoothing, numbers.Real) or isinstance(smoothing, bool)
       or not 0 <= smoothing < 1):

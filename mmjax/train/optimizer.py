@@ -30,7 +30,7 @@ import jax
 import ml_collections
 import optax
 
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, check_fields
 
 # Parameters with these names are never decayed: biases (including the
 # [heads, kv] biases of attention projections) and normalisation scales.
@@ -122,10 +122,7 @@ def check_optimizer_config(cfg: ml_collections.ConfigDict,
     ConfigError naming the first offending `optimizer.<field>`.
   """
   defaults = default_optimizer_config()
-  for key in cfg:
-    if key not in defaults:
-      raise ConfigError(f'optimizer.{key}', f'unknown field {key!r}; valid '
-                        f'fields are {", ".join(sorted(defaults))}.')
+  check_fields(cfg, defaults, 'optimizer', 'the optimizer config')
   # A new ConfigDict, since assigning into `defaults` would raise TypeError
   # (not ConfigError) for a value of the wrong type.
   c = ml_collections.ConfigDict({**defaults.to_dict(), **dict(cfg)})

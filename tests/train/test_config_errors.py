@@ -44,6 +44,10 @@ CASES = [
      ['tiny', 'small']),
     (dict(parallel__mode='pjit'), 'parallel.mode', ['jit', 'pmap']),
     (dict(dataset__name='imagenet21k'), 'dataset.name', ['triad']),
+    (dict(model__fusion__depth=2), 'model.fusion.depth', ['hidden_dim']),
+    (dict(optimizer__lr=0.1), 'optimizer.lr', ['learning_rate']),
+    (dict(model__encoders__text__width=8), 'model.encoders.text.width',
+     ['dim']),
 ]
 
 
