@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from mmjax.models import layers
 from mmjax.models.audio_frontend import FEATURE_KINDS, AudioFrontend
-from mmjax.models.image import ConvStack, conv
+from mmjax.models.image import ConvStack, PatchTransformer
 from mmjax.models.text import RNN_CELLS, BiRNN
 from mmjax.registry import ENCODERS
 
@@ -117,19 +117,8 @@ class AudioTransformer(AudioEncoder):
   @nn.compact
   def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None,
                *, train: bool) -> Tuple[jax.Array, jax.Array]:
-    x, mask = self.frontend(waveform, mask)
-    patch = tuple(self.patch_size)
-    x = conv(self.dim, patch, patch, 'VALID', dtype=self.dtype,
-             name='patch_embed')(x[..., None].astype(self.dtype))
-    batch, steps, bands, dim = x.shape  # [B, F', K', dim]
-    tokens = x.reshape(batch, steps * bands, dim)
-    mask = layers.downsample_mask(mask, patch[0], steps)
-    mask = jnp.repeat(mask, bands, axis=1)  # Time-major, like the tokens.
-    tokens = layers.AddPositions('learned', steps * bands, self.dtype,
-                                 name='positions')(tokens)
-    tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
-    tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
-                                     self.dropout, self.dtype,
-                                     name='transformer')(tokens, mask,
-                                                         train=train)
-    return tokens, mask
+    x, mask = self.frontend(waveform, mask)  # [B, F, K], [B, F]
+    return PatchTransformer(
+        tuple(self.patch_size), self.dim, self.depth, self.num_heads,
+        self.mlp_dim, self.dropout, self.dtype,
+        name='patches')(x[..., None], mask, train=train)

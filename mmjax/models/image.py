@@ -163,6 +163,43 @@ class ResNet(nn.Module):
     return feature_map_tokens(x)
 
 
+class PatchTransformer(nn.Module):
+  """Patch embedding of a 2-D grid, learned positions, pre-LN transformer.
+
+  [B, H, W, C] -> tokens [B, (H / ph) * (W / pw), dim] in row-major order and
+  their mask. With `row_mask` [B, H] (valid rows, e.g. spectrogram frames) a
+  patch is valid when any row it covers is; without it every patch is.
+  Shared by the ViT and the spectrogram-patch transformer.
+  """
+  patch_size: Tuple[int, int]
+  dim: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, row_mask: Optional[jax.Array] = None, *,
+               train: bool) -> Tuple[jax.Array, jax.Array]:
+    patch = tuple(self.patch_size)
+    x = conv(self.dim, patch, patch, 'VALID', dtype=self.dtype,
+             name='patch_embed')(x.astype(self.dtype))
+    tokens, mask = feature_map_tokens(x)
+    if row_mask is not None:
+      rows, cols = x.shape[1], x.shape[2]
+      mask = jnp.repeat(layers.downsample_mask(row_mask, patch[0], rows), cols,
+                        axis=1)
+    tokens = layers.AddPositions('learned', tokens.shape[1], self.dtype,
+                                 name='positions')(tokens)
+    tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
+    tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
+                                     self.dropout, self.dtype,
+                                     name='transformer')(tokens, mask,
+                                                         train=train)
+    return tokens, mask
+
+
 @ENCODERS['image'].register('vit')
 class ViT(nn.Module):
   """Vision transformer: conv patch embedding of `patch_size` squares, learned
@@ -184,14 +221,7 @@ class ViT(nn.Module):
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     del mask  # Images are never padded.
-    p = self.patch_size
-    x = conv(self.dim, (p, p), (p, p), 'VALID', dtype=self.dtype,
-             name='patch_embed')(x.astype(self.dtype))
-    tokens, mask = feature_map_tokens(x)
-    tokens = layers.AddPositions('learned', tokens.shape[1], self.dtype,
-                                 name='positions')(tokens)
-    tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
-    tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
-                                     self.dropout, self.dtype,
-                                     name='transformer')(tokens, train=train)
-    return tokens, mask
+    return PatchTransformer(
+        (self.patch_size, self.patch_size), self.dim, self.depth,
+        self.num_heads, self.mlp_dim, self.dropout, self.dtype,
+        name='patches')(x, train=train)
