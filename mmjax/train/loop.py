@@ -122,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = runner.from_checkpoint(restored)
     data.set_state(data_state)
     logging.info('Resumed from step %d in %s', latest, checkpointer.directory)
-  first_step = int(runner.fetch(state.step)) if latest is None else latest
+  first_step = latest or 0
   num_params = _param_count(runner.to_checkpoint(state))
   logging.info('Model: %s parameters. %s', f'{num_params:,}',
                runner.describe(state))
@@ -131,12 +131,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   bar = tqdm(total=total, initial=first_step, unit='step', dynamic_ncols=True,
              disable=not (progress and lead))
   eval_metrics: Optional[Dict[str, float]] = None
-  timed_steps, timed_seconds, timer = 0, 0.0, None
-  metrics = None
+  # Training speed: the steps after the first (which compiles), excluding the
+  # time spent in evaluation.
+  timed_steps, eval_seconds, timer = 0, 0.0, None
   for step in range(first_step + 1, total + 1):
     state, metrics = runner.train_step(state, next(data))
     bar.update(1)
-    if timer is None:  # The first step compiles: time the steps after it.
+    if timer is None:
       jax.block_until_ready(metrics)
       timer = time.time()
     else:
@@ -147,16 +148,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bar.set_postfix(loss=f'{host["loss"]:.4f}')
     is_eval = step % config.eval_every_steps == 0 or step == total
     if is_eval:
+      jax.block_until_ready(state)  # Queued train steps count as training.
+      eval_start = time.time()
       eval_metrics = experiment.evaluate(state)
+      eval_seconds += time.time() - eval_start
       writer.write(step, 'eval', eval_metrics)
       bar.write(f'step {step}: ' + ', '.join(
           f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
     if step % config.checkpoint_every_steps == 0 or step == total:
       checkpointer.save(step, runner.to_checkpoint(state), data.get_state(),
                         metrics=eval_metrics if is_eval else None)
-  if timer is not None:
-    jax.block_until_ready(state)
-    timed_seconds = time.time() - timer
+  jax.block_until_ready(state)
+  train_seconds = time.time() - timer - eval_seconds if timer else 0.0
   bar.close()
   if eval_metrics is None:  # Nothing left to train: evaluate what was restored.
     eval_metrics = experiment.evaluate(state)
@@ -168,7 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'final_step': total,
       'eval': eval_metrics,
       'num_params': num_params,
-      'steps_per_second': timed_steps / timed_seconds if timed_seconds else None,
+      'steps_per_second': (timed_steps / train_seconds if timed_steps
+                           else None),
       'wall_time_seconds': time.time() - start,
       'devices': jax.device_count(),
       'mode': config.parallel.mode,
