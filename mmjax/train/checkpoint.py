@@ -9,7 +9,6 @@ Saves are asynchronous; the most recent `keep_last` steps are kept, plus the
 import os
 from typing import Any, Mapping, Optional, Tuple
 
-import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -83,9 +82,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
-
-def abstract_like(state: Any) -> Any:
-  """ShapeDtypeStructs with the shardings of `state`: a restore target."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      state)
