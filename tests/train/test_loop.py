@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import numpy as np
+import pytest
 
 from mmjax.train import writers
 from mmjax.train.checkpoint import Checkpointer
@@ -95,9 +96,12 @@ def test_eval_is_exact_over_padded_batches_without_recompiling(make_config):
   assert experiment.runner._eval._cache_size() == 1  # pylint: disable=protected-access
 
 
-def test_train_writes_logs_checkpoints_and_summary(make_config, tmp_path):
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
+def test_train_writes_logs_checkpoints_and_summary(make_config, tmp_path,
+                                                   mode):
   workdir = str(tmp_path)
-  summary = train_and_evaluate(make_config(), workdir, progress=False)
+  summary = train_and_evaluate(make_config(f'mode={mode}'), workdir,
+                               progress=False)
   for name in ('summary.json', 'metrics.jsonl', 'config.json'):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
@@ -105,4 +109,5 @@ def test_train_writes_logs_checkpoints_and_summary(make_config, tmp_path):
   assert [r['step'] for r in records if r['split'] == 'train'] == [2, 4]
   assert {'accuracy', 'macro_f1'} <= set(summary['eval'])
   assert summary['num_params'] > 0 and summary['final_step'] == 4
-  assert summary['steps_per_second'] > 0
+  assert summary['steps_per_second'] > 0 and summary['mode'] == mode
+  assert 0 <= summary['eval']['accuracy'] <= 1

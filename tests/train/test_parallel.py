@@ -42,7 +42,7 @@ def test_sharded_loss_equals_single_device(make_config, mesh):
                x.addressable_shards[0].data.size < x.size for x in kernels)
 
 
-def test_pmap_matches_jit(make_config):
+def test_pmap_matches_jit_in_training_and_evaluation(make_config):
   # A ResNet image tower: BatchNorm statistics must be averaged over devices
   # under pmap to match the global-batch statistics of the jit mode.
   config = make_config('image=resnet,modalities=image+text', num_train_steps=3)
@@ -53,6 +53,9 @@ def test_pmap_matches_jit(make_config):
   jit_losses, jit_state = _losses(jit, batches)
   pmap_losses, pmap_state = _losses(pmap, batches)
   np.testing.assert_allclose(pmap_losses, jit_losses, rtol=0, atol=1e-5)
+  jit_eval, pmap_eval = jit.evaluate(jit_state), pmap.evaluate(pmap_state)
+  for name, value in jit_eval.items():
+    np.testing.assert_allclose(pmap_eval[name], value, atol=1e-5, err_msg=name)
   pmap_state = pmap.runner.to_checkpoint(pmap_state)
   for a, b in zip(jax.tree.leaves(jit_state.batch_stats),
                   jax.tree.leaves(pmap_state.batch_stats)):
