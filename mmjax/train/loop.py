@@ -9,6 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from mmjax.data import pipeline
@@ -103,9 +104,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   start = time.time()
   experiment = Experiment(config)  # Validates before anything is written.
-  experiment.spec.prepare()
-  os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
+  if lead:  # One process generates the data; the others wait for it.
+    experiment.spec.prepare()
+  multihost_utils.sync_global_devices('mmjax: dataset prepared')
+  os.makedirs(workdir, exist_ok=True)
   if lead:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
