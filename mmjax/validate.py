@@ -82,14 +82,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                       f' valid modes are {", ".join(PARALLEL_MODES)}.')
   shape = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(
       config.parallel.mesh, num_devices)))
-  if config.parallel.mode == 'pmap':
-    parallel = num_devices
-  else:
-    batch_axes = dict(config.parallel.rules).get('batch') or ()
-    batch_axes = (batch_axes,) if isinstance(batch_axes, str) else batch_axes
-    parallel = 1
-    for axis in batch_axes:
-      parallel *= shape[axis]
+  parallel = (num_devices if config.parallel.mode == 'pmap' else
+              sharding_lib.data_parallel_size(shape, config.parallel.rules))
   for field in ('global_batch_size', 'eval_batch_size'):
     size = config.input[field]
     if size % parallel or size % process_count:

@@ -92,11 +92,12 @@ def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
   return NamedSharding(mesh, nn.logical_to_mesh_axes(('batch',), rules))
 
 
-def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
-  """How many ways the batch axis is split (its global size must divide)."""
+def data_parallel_size(shape: Mapping[str, int], rules: Rules) -> int:
+  """How many ways the batch axis is split over a mesh of axis sizes `shape`
+  (the global batch size must be a multiple)."""
   axes = dict(rules).get('batch')
   names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-  return math.prod(mesh.shape[a] for a in names)
+  return math.prod(shape[a] for a in names)
 
 
 def host_to_global(batch: Mapping[str, np.ndarray],
