@@ -6,6 +6,8 @@ Each maps a waveform [B, N] in [-1, 1] and its sample mask [B, N] to tokens
 `AudioFrontend`, configured by the front-end fields every audio encoder has
 (flat, so `--config.model.encoders.audio.n_mels=64` works): `features`
 ('logmel' | 'mfcc'), `sample_rate`, `n_fft`, `hop_length`, `n_mels`, `n_mfcc`.
+With `features='precomputed'` the input is instead features [B, F, K] and a
+frame mask [B, F] computed by the input pipeline's `audio_features` op.
 """
 from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
@@ -14,17 +16,17 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models import layers
-from mmjax.models.audio_frontend import FEATURE_KINDS, AudioFrontend
+from mmjax.models.audio_frontend import FRONTEND_KINDS, AudioFrontend
 from mmjax.models.image import ConvStack, PatchTransformer
 from mmjax.models.text import RNN_CELLS, BiRNN
 from mmjax.registry import ENCODERS
 
-FRONTEND_CHOICES = {'features': FEATURE_KINDS}
+FRONTEND_CHOICES = {'features': FRONTEND_KINDS}
 
 
 class AudioEncoder(nn.Module):
   """Base of the audio encoders: the front-end fields and `frontend()`."""
-  features: str = 'logmel'  # 'logmel' | 'mfcc'
+  features: str = 'logmel'  # 'logmel' | 'mfcc' | 'precomputed'
   sample_rate: int = 8000
   n_fft: int = 256
   hop_length: int = 128

@@ -1,8 +1,10 @@
 """Log-mel spectrogram and MFCC features of waveforms.
 
 This is the one implementation of audio features in mmjax: the audio encoders
-call it through `AudioFrontend`, and a data pipeline that precomputes features
-calls the same plain functions (no Flax in them), so both agree exactly.
+call it through `AudioFrontend`, and the input pipeline's `audio_features` op
+calls the same plain functions (no Flax in them) on NumPy arrays, so both agree.
+The functions compute with NumPy when given NumPy arrays (host-side, no device
+dispatch per example) and with jax.numpy otherwise.
 
 Conventions:
   framing   not centered (like ``tf.signal.stft`` or ``librosa`` with
@@ -29,8 +31,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.fft
 
 FEATURE_KINDS = ('logmel', 'mfcc')
+# What an audio encoder can take: a waveform turned into one of FEATURE_KINDS
+# inside the model, or features the input pipeline already computed.
+FRONTEND_KINDS = FEATURE_KINDS + ('precomputed',)
+
+
+def _xp(x):
+  """NumPy for NumPy inputs (the input pipeline), jax.numpy otherwise."""
+  return np if isinstance(x, np.ndarray) else jnp
 
 
 def num_frames(num_samples: int, n_fft: int, hop_length: int) -> int:
@@ -81,15 +92,18 @@ def log_mel_spectrogram(waveform: jax.Array, sample_rate: int, n_fft: int,
                         fmax: Optional[float] = None,
                         log_offset: float = 1e-6) -> jax.Array:
   """Log-mel power spectrogram: waveform [B, N] -> [B, frames, n_mels]."""
-  x = frames(jnp.asarray(waveform, jnp.float32), n_fft, hop_length)
+  xp = _xp(waveform)
+  x = frames(xp.asarray(waveform, xp.float32), n_fft, hop_length)
   # Periodic Hann, the window of spectral analysis (scipy's default).
   window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
-  spectrum = jnp.fft.rfft(x * window.astype(np.float32), axis=-1)
-  power = jnp.real(spectrum)**2 + jnp.imag(spectrum)**2
+  spectrum = xp.fft.rfft(x * window.astype(np.float32), axis=-1)
+  power = xp.real(spectrum)**2 + xp.imag(spectrum)**2
   filters = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
-  mel = jnp.einsum('bfk,km->bfm', power, filters,
-                   precision=jax.lax.Precision.HIGHEST)
-  return jnp.log(mel + log_offset)
+  if xp is np:
+    mel = power @ filters
+  else:
+    mel = jnp.matmul(power, filters, precision=jax.lax.Precision.HIGHEST)
+  return xp.log(mel + log_offset).astype(np.float32)
 
 
 def mfcc(log_mel: jax.Array, n_mfcc: int) -> jax.Array:
@@ -97,24 +111,27 @@ def mfcc(log_mel: jax.Array, n_mfcc: int) -> jax.Array:
   if not 0 < n_mfcc <= log_mel.shape[-1]:
     raise ValueError(f'n_mfcc must be in [1, n_mels={log_mel.shape[-1]}], '
                      f'got {n_mfcc}')
-  return jax.scipy.fft.dct(log_mel, type=2, axis=-1, norm='ortho')[..., :n_mfcc]
+  dct = scipy.fft.dct if isinstance(log_mel, np.ndarray) else jax.scipy.fft.dct
+  return dct(log_mel, type=2, axis=-1, norm='ortho')[..., :n_mfcc]
 
 
 def frame_mask(sample_mask: jax.Array, n_fft: int, hop_length: int
                ) -> jax.Array:
   """Valid frames: sample mask [B, N] -> [B, frames] bool, all samples valid."""
-  return frames(jnp.asarray(sample_mask, bool), n_fft, hop_length).all(axis=-1)
+  xp = _xp(sample_mask)
+  return frames(xp.asarray(sample_mask, bool), n_fft, hop_length).all(axis=-1)
 
 
 class AudioFrontend(nn.Module):
   """Waveform [B, N], sample mask -> features [B, F, K], frame mask [B, F].
 
-  K is `n_mels` for kind 'logmel' and `n_mfcc` for 'mfcc'. Features of invalid
-  frames are set to 0, so encoders whose receptive field reaches past the
-  last valid frame (convolutions) still see nothing of the padding. It has no
-  parameters.
+  K is `n_mels` for kind 'logmel' and `n_mfcc` for 'mfcc'. Kind 'precomputed'
+  takes features [B, F, K] and their frame mask [B, F] from the input pipeline
+  (its `audio_features` op) instead of a waveform. Features of invalid frames
+  are set to 0, so encoders whose receptive field reaches past the last valid
+  frame (convolutions) still see nothing of the padding. It has no parameters.
   """
-  kind: str = 'logmel'  # 'logmel' | 'mfcc'
+  kind: str = 'logmel'  # 'logmel' | 'mfcc' | 'precomputed'
   sample_rate: int = 8000
   n_fft: int = 256
   hop_length: int = 128
@@ -122,9 +139,19 @@ class AudioFrontend(nn.Module):
   n_mfcc: int = 13
 
   def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None):
-    if self.kind not in FEATURE_KINDS:
-      raise ValueError(f'audio features must be one of {FEATURE_KINDS}, got '
+    if self.kind not in FRONTEND_KINDS:
+      raise ValueError(f'audio features must be one of {FRONTEND_KINDS}, got '
                        f'{self.kind!r}')
+    waveform = jnp.asarray(waveform)  # The model computes with JAX, always.
+    if self.kind == 'precomputed':
+      if waveform.ndim != 3:
+        raise ValueError(
+            "audio features 'precomputed' expects features [batch, frames, "
+            f'features] from the input pipeline, got shape {waveform.shape}; '
+            "add an audio_features op to the pipeline or use 'logmel'.")
+      if mask is None:
+        mask = jnp.ones(waveform.shape[:2], bool)
+      return jnp.where(mask[..., None], waveform, 0.0), mask
     features = log_mel_spectrogram(waveform, self.sample_rate, self.n_fft,
                                    self.hop_length, self.n_mels)
     if self.kind == 'mfcc':

@@ -129,3 +129,31 @@ def test_short_clip_and_bad_arguments_raise():
     af.mel_filterbank(SR, 256, 40, fmax=5000.0)
   with pytest.raises(ValueError, match='n_mfcc'):
     af.mfcc(np.zeros((1, 3, 40)), 41)
+
+
+def test_numpy_and_jax_features_agree():
+  """The input pipeline (NumPy) and the model (JAX) compute the same features."""
+  waveform = sweep_and_noise()
+  on_host = af.log_mel_spectrogram(waveform, SR, 256, 128, 40)
+  on_device = af.log_mel_spectrogram(jax.numpy.asarray(waveform), SR, 256,
+                                     128, 40)
+  assert isinstance(on_host, np.ndarray) and on_host.dtype == np.float32
+  assert isinstance(on_device, jax.Array)
+  np.testing.assert_allclose(on_host, on_device, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(af.mfcc(on_host, 13), af.mfcc(on_device, 13),
+                             rtol=1e-4, atol=1e-3)
+  mask = np.arange(4000)[None] < np.array([[4000], [1000]])
+  np.testing.assert_array_equal(af.frame_mask(mask, 256, 128),
+                                af.frame_mask(jax.numpy.asarray(mask), 256, 128))
+
+
+def test_precomputed_features_pass_through():
+  features = np.random.default_rng(0).normal(size=(2, 30, 40)).astype(np.float32)
+  mask = np.arange(30)[None] < np.array([[30], [14]])
+  out, valid = af.AudioFrontend(kind='precomputed').apply({}, features, mask)
+  np.testing.assert_array_equal(valid, mask)
+  np.testing.assert_array_equal(out[0], features[0])
+  np.testing.assert_array_equal(out[1, :14], features[1, :14])
+  np.testing.assert_array_equal(out[1, 14:], 0.0)
+  with pytest.raises(ValueError, match='audio_features op'):
+    af.AudioFrontend(kind='precomputed').apply({}, features[:, :, 0])
