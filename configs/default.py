@@ -1,4 +1,7 @@
-"""Default mmjax run: image + audio + text classification on the embedded 'triad' data.
+"""Default mmjax run: image + audio + text classification on synthetic scenes.
+
+The label of 'scenes' (does the text claim describe the image? does the
+spoken claim?) needs all three modalities; see mmjax/data/builders/scenes.py.
 
 Usage:
   python experiments/train.py --config=configs/default.py --workdir=runs/default
@@ -17,6 +20,13 @@ Any single field is also overridable with --config.a.b=value.
 import ml_collections
 
 VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'size', 'modalities', 'mode')
+# Preprocessing of each modality; the config joins those the model uses.
+PP = dict(
+    image='value_range(-1, 1)',
+    # Clips are at most 30,000 samples (3.75 s at 8 kHz).
+    audio='decode_audio|pad_audio(30000)',
+    text='tokenize(16)',
+)
 
 
 def parse_variant(arg):
@@ -40,24 +50,37 @@ def get_config(arg=None):
   c.seed = 0
 
   c.dataset = ml_collections.ConfigDict(dict(
-      name='triad',
-      builder_config='default',
+      name='scenes',  # One of mmjax's datasets, or any TFDS dataset in data_dir.
+      builder_config='',  # '' -> the dataset's first (default) config.
       data_dir='',  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
       train_split='train',
       eval_split='test',
-      text_length=16,
+      # Example key -> dataset feature; '' -> the feature of the same name.
+      features=dict(image='', audio='', text='', label=''),
+      sample_rate=0,  # Of the stored audio; 0 -> what the dataset says.
   ))
+  modalities = variant.get('modalities', 'image+audio+text').split('+')
+  # Preprocessing ops (mmjax/data/ops), '|'-separated; see the README.
+  pp = '|'.join(PP[m] for m in modalities if m in PP)
   c.input = ml_collections.ConfigDict(dict(
       global_batch_size=64,
       eval_batch_size=256,
       num_workers=0,  # Grain worker processes; 0 reads in the main process.
+      pp_train=pp,
+      pp_eval=pp,
   ))
 
-  modalities = variant.get('modalities', 'image+audio+text').split('+')
   c.model = ml_collections.ConfigDict(dict(
       modalities=tuple(modalities),
       dim=64,  # Common token width that every encoder is projected to.
-      dtype='float32',
+      dtype='float32',  # Compute dtype of activations ('bfloat16': mixed).
+      param_dtype='float32',  # Parameters, gradients and optimizer state.
+      # Transformer blocks: rematerialisation ('none' | 'full' | 'save_dots'),
+      # nn.scan over a stack's layers, attention kernel ('einsum' |
+      # 'dot_product' = jax.nn.dot_product_attention).
+      remat='none',
+      scan_layers=False,
+      attention='einsum',
       encoders=dict(
           image=dict(name=variant.get('image', 'cnn'), size=size),
           audio=dict(name=variant.get('audio', 'cnn'), size=size),
@@ -83,8 +106,13 @@ def get_config(arg=None):
       momentum=0.9,  # sgd only.
       nesterov=False,  # sgd only.
       grad_clip_norm=1.0,
+      # Gradients averaged over this many micro-batches of the global batch
+      # per step (the same update, a fraction of the activation memory).
+      accumulation_steps=1,
   ))
 
+  # Persistent XLA compilation cache ('' = off): reruns skip compilation.
+  c.compilation_cache_dir = ''
   c.num_train_steps = 1500
   c.log_every_steps = 50
   c.eval_every_steps = 500

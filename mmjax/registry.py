@@ -1,4 +1,5 @@
-"""Name -> constructor registries for encoders, fusion methods, tasks, datasets.
+"""Name -> constructor registries for encoders, fusion methods, tasks, datasets
+and preprocessing ops.
 
 Every component that a config selects by name registers itself here, so an
 unknown name fails early with the list of valid names instead of a KeyError
@@ -56,3 +57,4 @@ ENCODERS: Dict[str, Registry] = {
 FUSIONS: Registry = Registry('fusion method')
 TASKS: Registry = Registry('task')
 DATASETS: Registry = Registry('dataset')
+OPS: Registry = Registry('preprocessing op')

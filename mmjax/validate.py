@@ -5,18 +5,21 @@ import dataclasses
 import jax.numpy as jnp
 import ml_collections
 
-from mmjax import data as _data  # noqa: F401  (registers datasets)
+from mmjax import data
 from mmjax import models as _models  # noqa: F401  (registers encoders, fusions)
 from mmjax import tasks as _tasks  # noqa: F401  (registers tasks)
 from mmjax.errors import ConfigError, check_fields
+from mmjax.models import layers
 from mmjax.models.encoders import check_encoder_config
-from mmjax.registry import DATASETS, FUSIONS, MODALITIES, TASKS
+from mmjax.data.ops.audio import AudioFeatures
+from mmjax.registry import FUSIONS, MODALITIES, TASKS
 from mmjax.train import sharding as sharding_lib
 from mmjax.train.optimizer import check_optimizer_config
 
 PARALLEL_MODES = ('jit', 'pmap')
 # Fields every fusion method receives from the model, not from the config.
-_FUSION_MODEL_FIELDS = ('modalities', 'dim', 'dtype', 'parent', 'name')
+_FUSION_MODEL_FIELDS = ('modalities', 'dim', 'dtype', 'param_dtype',
+                        'block_options', 'parent', 'name')
 
 
 def _check_positive(config, *fields):
@@ -35,6 +38,56 @@ def _check_fusion(cfg: ml_collections.ConfigDict) -> None:
   check_fields(cfg, allowed, 'model.fusion', f'fusion {cfg.name!r}')
 
 
+def _check_audio_features(encoder_cfg, *pps) -> None:
+  """The model takes precomputed features exactly when the pipeline makes them."""
+  features = encoder_cfg.get('features', 'logmel')
+  precomputed = features == 'precomputed'
+  for pp in pps:
+    computes = any(isinstance(op, AudioFeatures) for op in pp.ops)
+    if computes != precomputed:
+      raise ConfigError('model.encoders.audio.features', (
+          f'is {features!r} but {pp.field} '
+          f"{'computes' if computes else 'does not compute'} audio features;"
+          " use 'precomputed' exactly when the pipeline has an "
+          'audio_features op.'))
+
+
+def _check_speed_options(config: ml_collections.ConfigDict,
+                         data_parallel: int) -> None:
+  """The precision, remat, scan, attention, accumulation and cache fields."""
+  mc = config.model
+  name = mc.get('param_dtype')
+  try:
+    param_dtype = jnp.dtype(name) if isinstance(name, str) else None
+  except TypeError:
+    param_dtype = None
+  if param_dtype is None or not jnp.issubdtype(param_dtype, jnp.floating):
+    raise ConfigError('model.param_dtype', f'{name!r} is not a float dtype '
+                      "name; use 'float32' (or e.g. 'bfloat16').")
+  for field, allowed in (('remat', tuple(layers.REMAT_POLICIES)),
+                         ('attention', layers.ATTENTION_KERNELS)):
+    if mc.get(field) not in allowed:
+      raise ConfigError(f'model.{field}', f'got {mc.get(field)!r}; valid '
+                        f'values are: {", ".join(allowed)}.')
+  if not isinstance(mc.get('scan_layers'), bool):
+    raise ConfigError('model.scan_layers', 'must be True or False, got '
+                      f'{mc.get("scan_layers")!r}.')
+  steps = config.optimizer.get('accumulation_steps', 1)
+  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    raise ConfigError('optimizer.accumulation_steps',
+                      f'must be a positive integer, got {steps!r}.')
+  if config.input.global_batch_size % (steps * data_parallel):
+    raise ConfigError(
+        'optimizer.accumulation_steps', f'{steps} micro-batches do not split '
+        f'the global batch of {config.input.global_batch_size} evenly over '
+        f'the data-parallel size {data_parallel}; use a global batch size '
+        f'that is a multiple of {steps * data_parallel}.')
+  if not isinstance(config.get('compilation_cache_dir'), str):
+    raise ConfigError('compilation_cache_dir', 'must be a directory path, or '
+                      f"'' for no cache, got "
+                      f'{config.get("compilation_cache_dir")!r}.')
+
+
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                     process_count: int = 1):
   """Checks `config` against the registries, the dataset and the devices.
@@ -49,9 +102,6 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                   'eval_every_steps', 'checkpoint_every_steps',
                   'input.global_batch_size', 'input.eval_batch_size',
                   'model.dim')
-  spec = DATASETS.get(config.dataset.name, field='dataset.name')(
-      config.dataset)
-
   modalities = tuple(config.model.modalities)
   if not modalities:
     raise ConfigError('model.modalities', 'needs at least one modality.')
@@ -59,13 +109,14 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
     if m not in MODALITIES:
       raise ConfigError('model.modalities', f'unknown modality {m!r}; valid '
                         f'modalities are {", ".join(MODALITIES)}.')
-    if m not in spec.modalities:
-      raise ConfigError(
-          'model.modalities', f'the model needs {m!r} but dataset '
-          f'{config.dataset.name!r} provides only {", ".join(spec.modalities)}.')
+  spec = data.DatasetSpec(config.dataset, modalities)
+  for m in modalities:
     if m not in config.model.encoders:
       raise ConfigError(f'model.encoders.{m}', f'no encoder configured for {m!r}.')
     check_encoder_config(m, config.model.encoders[m])
+  pp_train, pp_eval = data.preprocessing(config.input, spec)
+  if 'audio' in modalities:
+    _check_audio_features(config.model.encoders.audio, pp_train, pp_eval)
   _check_fusion(config.model.fusion)
   try:
     jnp.dtype(config.model.dtype)
@@ -92,4 +143,5 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
           f'size {parallel} (mode {config.parallel.mode!r}, mesh {shape}) and '
           f'the process count {process_count}; use a multiple of '
           f'{max(parallel, process_count)}.')
+  _check_speed_options(config, parallel)
   return spec, task

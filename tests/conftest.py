@@ -11,14 +11,14 @@ import pytest  # noqa: E402  (after the XLA flags above)
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
-  """A TFDS data_dir holding the 'tiny' triad dataset, built once per session."""
+  """A TFDS data_dir holding the 'tiny' config of the default dataset, built
+  once per session (other tests add datasets to it as they need them)."""
   from configs import default
-  from mmjax import data  # noqa: F401  (registers datasets)
-  from mmjax.registry import DATASETS
+  from mmjax import data
   directory = str(tmp_path_factory.mktemp('tfds'))
-  cfg = default.get_config().dataset
-  cfg.builder_config, cfg.data_dir = 'tiny', directory
-  DATASETS.get(cfg.name, field='dataset.name')(cfg).prepare()
+  config = default.get_config()
+  config.dataset.builder_config, config.dataset.data_dir = 'tiny', directory
+  data.prepare(config)
   return directory
 
 

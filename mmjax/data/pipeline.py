@@ -1,15 +1,24 @@
-"""Grain input pipelines: host-local numpy batches from a dataset spec.
+"""Grain input pipelines: host-local NumPy batches from a dataset spec.
 
 Each host reads its own shard of a split (examples `shard_index`,
-`shard_index + shard_count`, ...), so the shards partition the split. Batches
-are dicts of numpy arrays with a leading [batch_size] axis; `batch_size` is per
-host and the train loop assembles the global batch on the mesh.
+`shard_index + shard_count`, ...), so the shards partition the split. Stored
+examples go through `spec.select` and the preprocessing ops (`pp`, see
+`mmjax.data.preprocess`); batches are dicts of NumPy arrays with a leading
+[batch_size] axis. `batch_size` is per host: the train loop assembles the
+global batch on the mesh. Reading and preprocessing run ahead of the training
+step in Grain's threads (or worker processes), and the step's device transfer
+is asynchronous, so the device does not wait for the host.
 """
 import functools
 import math
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import grain
+import jax
 import numpy as np
+
+from mmjax.data.datasets import DatasetSpec
+from mmjax.data.preprocess import Preprocess
 
 # Main-process reading: a couple of threads and a few batches ahead is enough
 # for small examples and leaves the cores to the training step (Grain's
@@ -38,19 +47,67 @@ def _shard(spec, split: str, shard_index: int, shard_count: int,
       shard_index::shard_count]
 
 
-def train_iterator(spec, split: str, *, batch_size: int, seed: int,
-                   shard_index: int = 0, shard_count: int = 1,
+def _apply(spec: DatasetSpec, pp: Preprocess, stored: Mapping[str, Any],
+           rng: Optional[np.random.Generator] = None) -> Dict[str, Any]:
+  """A stored example -> the model's inputs and targets."""
+  return pp(spec.select(stored), rng)
+
+
+def _check_numeric(example: Mapping[str, Any], field: str) -> None:
+  for key, value in example.items():
+    if np.asarray(value).dtype.kind not in 'biuf':
+      raise ValueError(
+          f'{field}: after preprocessing, {key!r} holds '
+          f'{type(value).__name__} values of dtype '
+          f'{np.asarray(value).dtype}, which cannot be batched; add an op '
+          "that turns it into numbers (decode_image, tokenize, ...) or drop "
+          "it with keep(...).")
+
+
+def _stack(examples: Sequence[Mapping[str, Any]], field: str
+           ) -> Dict[str, np.ndarray]:
+  """Stacks examples into a batch; names the key whose shapes differ."""
+  batch = {}
+  for key in examples[0]:
+    values = [np.asarray(e[key]) for e in examples]
+    shapes = sorted({v.shape for v in values})
+    if len(shapes) > 1:
+      raise ValueError(
+          f'{field}: examples differ in the shape of {key!r} ({shapes[0]} vs '
+          f'{shapes[-1]}); add an op that gives every example the same shape '
+          '(resize, central_crop, pad_audio, tokenize).')
+    batch[key] = np.stack(values)
+  return batch
+
+
+def example_spec(spec: DatasetSpec, pp: Preprocess
+                 ) -> Dict[str, jax.ShapeDtypeStruct]:
+  """Shape and dtype of every key of a preprocessed example (no batch axis).
+
+  Preprocesses the first training example, so the dataset must be prepared.
+  """
+  example = _apply(spec, pp, spec.source(spec.train_split)[0],
+                   np.random.default_rng(0))
+  _check_numeric(example, pp.field)
+  return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+          for k, v in example.items()}
+
+
+def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
+                   seed: int, shard_index: int = 0, shard_count: int = 1,
                    num_workers: int = 0) -> grain.DatasetIterator:
   """An endless iterator of preprocessed, shuffled training batches.
 
-  Each epoch of this host's shard is shuffled differently (from `seed` and the
-  epoch number); batches run across epoch boundaries, so none is partial. The
-  iterator's `get_state()` / `set_state()` let a checkpoint resume the exact
-  sequence of batches.
+  Each epoch of this host's shard of `spec.train_split` is shuffled
+  differently (from `seed` and the epoch number); batches run across epoch
+  boundaries, so none is partial. Random ops draw from a generator seeded by
+  `seed` and the example's position in the endless stream, so augmentations
+  differ between epochs and are reproducible. The iterator's `get_state()` /
+  `set_state()` let a checkpoint resume the exact sequence of batches.
 
   Args:
-    spec: a dataset spec (`mmjax.data.datasets.DatasetSpec`).
-    split: split name; errors name the config field `dataset.train_split`.
+    spec: the dataset.
+    pp: the training preprocessing.
     batch_size: examples per batch on this host.
     seed: shuffle seed.
     shard_index, shard_count: which shard of the split this host reads.
@@ -58,9 +115,10 @@ def train_iterator(spec, split: str, *, batch_size: int, seed: int,
       in this process.
   Returns:
     A Grain DatasetIterator of dicts `key -> [batch_size, ...]` numpy arrays
-    (the keys of `spec.example_spec()`).
+    (the keys of `example_spec(spec, pp)`).
   """
   _check_batching(batch_size, shard_index, shard_count)
+  split = spec.train_split
   size = _shard_size(spec.num_examples(split, 'dataset.train_split'),
                      shard_index, shard_count)
   if size < batch_size:
@@ -71,29 +129,32 @@ def train_iterator(spec, split: str, *, batch_size: int, seed: int,
   ds = (_shard(spec, split, shard_index, shard_count, 'dataset.train_split')
         .shuffle(seed)
         .repeat()
-        .map(spec.preprocess)
-        .batch(batch_size, drop_remainder=True)
+        .random_map(functools.partial(_apply, spec, pp), seed=seed)
+        .batch(batch_size, drop_remainder=True,
+               batch_fn=functools.partial(_stack, field=pp.field))
         .to_iter_dataset(_READ_OPTIONS))
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(ds)
 
 
-def num_eval_batches(spec, split: str, batch_size: int,
+def num_eval_batches(spec: DatasetSpec, batch_size: int,
                      shard_count: int = 1) -> int:
   """Batches `eval_iterator` yields on every host: enough for the largest shard."""
-  largest = _shard_size(spec.num_examples(split, 'dataset.eval_split'), 0,
+  largest = _shard_size(spec.num_examples(spec.eval_split,
+                                          'dataset.eval_split'), 0,
                         shard_count)
   return math.ceil(largest / batch_size)
 
 
-def _with_mask(spec, example):
-  return {**spec.preprocess(example), '_mask': np.float32(1.)}
+def _with_mask(spec, pp, stored):
+  return {**_apply(spec, pp, stored), '_mask': np.float32(1.)}
 
 
-def eval_iterator(spec, split: str, *, batch_size: int, shard_index: int = 0,
-                  shard_count: int = 1):
-  """An iterator over this host's shard of `split`, each example once, in order.
+def eval_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
+                  shard_index: int = 0, shard_count: int = 1):
+  """An iterator over this host's shard of `spec.eval_split`, each example
+  once, in order; `pp` is the (deterministic) evaluation preprocessing.
 
   Every batch has `batch_size` rows: the last real examples are followed by
   rows of zeros, marked by `_mask` (float32 [batch_size], 1 real, 0 padding).
@@ -101,13 +162,34 @@ def eval_iterator(spec, split: str, *, batch_size: int, shard_index: int = 0,
   differ, so multi-host evaluation steps stay in lockstep.
   """
   _check_batching(batch_size, shard_index, shard_count)
-  num_batches = num_eval_batches(spec, split, batch_size, shard_count)
-  real = _shard(spec, split, shard_index, shard_count,
-                'dataset.eval_split').map(functools.partial(_with_mask, spec))
+  num_batches = num_eval_batches(spec, batch_size, shard_count)
+  real = _shard(spec, spec.eval_split, shard_index, shard_count,
+                'dataset.eval_split').map(
+                    functools.partial(_with_mask, spec, pp))
   pad_row = {k: np.zeros(s.shape, s.dtype)
-             for k, s in spec.example_spec().items()}
+             for k, s in example_spec(spec, pp).items()}
   pad_row['_mask'] = np.float32(0.)
   padding = grain.MapDataset.source(
       [pad_row] * (num_batches * batch_size - len(real)))
-  ds = grain.MapDataset.concatenate([real, padding]).batch(batch_size)
+  ds = grain.MapDataset.concatenate([real, padding]).batch(
+      batch_size, batch_fn=functools.partial(_stack, field=pp.field))
   return iter(ds.to_iter_dataset(_READ_OPTIONS))
+
+
+def preprocessing(input_cfg, spec: DatasetSpec):
+  """(train, eval) preprocessing of `config.input` (`pp_train`, `pp_eval`)."""
+  return (Preprocess.parse(input_cfg.pp_train, spec.meta, 'input.pp_train'),
+          Preprocess.parse(input_cfg.pp_eval, spec.meta, 'input.pp_eval',
+                           deterministic=True))
+
+
+def prepare(config) -> None:
+  """Generates the dataset of `config` if it is one of mmjax's own, then does
+  the preprocessing's offline work (e.g. trains its SentencePiece model).
+
+  Call on one process; the others wait (the train loop does this).
+  """
+  spec = DatasetSpec(config.dataset, config.model.modalities)
+  spec.prepare()
+  for pp in preprocessing(config.input, spec):
+    pp.prepare()

@@ -1,11 +1,15 @@
 """Text -> fixed-length int32 ids plus a validity mask.
 
-Both tokenizers reserve id 0 for padding, so `ids == 0` is exactly the padding
-and an embedding table of `vocab_size` rows covers every id they produce.
+Every tokenizer reserves id 0 for padding, so `ids == 0` is exactly the
+padding and an embedding table of `vocab_size` rows covers every id it produces.
 """
-from typing import Sequence, Tuple, Union
+import io
+import os
+import tempfile
+from typing import Iterable, Sequence, Tuple, Union
 
 import numpy as np
+import sentencepiece as spm
 
 PAD_ID = 0
 Text = Union[str, bytes]
@@ -49,3 +53,38 @@ class ByteTokenizer:
     if isinstance(text, str):
       text = text.encode('utf-8')
     return _pad(np.frombuffer(text, np.uint8).astype(np.int32) + 1, length)
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model (see `train_sentencepiece`): 0 = padding, 1 = unknown."""
+
+  def __init__(self, model_file: str):
+    self._model = spm.SentencePieceProcessor(model_file=model_file)
+    self.vocab_size = self._model.get_piece_size()
+
+  def encode(self, text: Text, length: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Returns the ids (int32 [length]) and mask (bool [length]) of `text`."""
+    if isinstance(text, bytes):
+      text = text.decode('utf-8')
+    return _pad(self._model.encode(text), length)
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int,
+                        model_file: str) -> None:
+  """Trains a unigram SentencePiece model on `texts` and writes `model_file`.
+
+  Ids: 0 padding, 1 unknown, 2 begin and 3 end of sequence. `vocab_size` is an
+  upper bound: a small corpus (e.g. a fixed-vocabulary synthetic dataset) gets
+  as many pieces as it supports. The file appears atomically, so concurrent
+  readers never see half of it.
+  """
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=model,
+      vocab_size=vocab_size, hard_vocab_limit=False, model_type='unigram',
+      character_coverage=1.0, pad_id=PAD_ID, unk_id=1, bos_id=2, eos_id=3,
+      minloglevel=2)
+  directory = os.path.dirname(model_file)
+  with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
+    f.write(model.getvalue())
+  os.replace(f.name, model_file)

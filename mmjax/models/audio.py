@@ -47,6 +47,7 @@ class AudioCNN(AudioEncoder):
   feature axis: tokens [B, F // 2^n, channels[-1]] over time."""
   channels: Sequence[int] = (32, 64, 128)
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(channels=(16, 32)),
@@ -59,7 +60,7 @@ class AudioCNN(AudioEncoder):
                *, train: bool) -> Tuple[jax.Array, jax.Array]:
     del train  # No dropout or BatchNorm.
     x, mask = self.frontend(waveform, mask)
-    x = ConvStack(self.channels, self.dtype, name='convs')(
+    x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
         x[..., None].astype(self.dtype))  # [B, F', K', C]
     tokens = x.mean(axis=2)
     factor = 2**len(self.channels)
@@ -74,6 +75,7 @@ class AudioRNN(AudioEncoder):
   num_layers: int = 2
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(hidden_dim=32, num_layers=1),
@@ -87,7 +89,8 @@ class AudioRNN(AudioEncoder):
                *, train: bool) -> Tuple[jax.Array, jax.Array]:
     x, mask = self.frontend(waveform, mask)
     x = BiRNN(self.cell, self.hidden_dim, self.num_layers, self.dropout,
-              self.dtype, name='rnn')(x.astype(self.dtype), mask, train=train)
+              self.dtype, self.param_dtype, name='rnn')(
+                  x.astype(self.dtype), mask, train=train)
     return x, mask
 
 
@@ -107,6 +110,8 @@ class AudioTransformer(AudioEncoder):
   mlp_dim: int = 256
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(patch_size=(4, 8), dim=32, depth=1, num_heads=2,
@@ -122,5 +127,5 @@ class AudioTransformer(AudioEncoder):
     x, mask = self.frontend(waveform, mask)  # [B, F, K], [B, F]
     return PatchTransformer(
         tuple(self.patch_size), self.dim, self.depth, self.num_heads,
-        self.mlp_dim, self.dropout, self.dtype,
-        name='patches')(x[..., None], mask, train=train)
+        self.mlp_dim, self.dropout, self.dtype, self.param_dtype,
+        self.block_options, name='patches')(x[..., None], mask, train=train)

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError, check_fields
 from mmjax.models import audio, image, text  # noqa: F401  (registers encoders)
+from mmjax.models import layers
 from mmjax.registry import ENCODERS, MODALITIES
 
 # Fields that come from the model or the dataset, never from the config.
-_BUILD_FIELDS = ('vocab_size', 'sample_rate', 'bn_axis_name', 'dtype', 'parent',
-                 'name')
+_BUILD_FIELDS = ('vocab_size', 'sample_rate', 'bn_axis_name', 'dtype',
+                 'param_dtype', 'block_options', 'parent', 'name')
 
 
 def _resolve(modality: str, cfg: Mapping[str, Any]
@@ -68,7 +69,9 @@ def check_encoder_config(modality: str, cfg: Mapping[str, Any]) -> None:
 
 
 def build_encoder(modality: str, cfg: Mapping[str, Any], *,
-                  dtype: Any = jnp.float32, vocab_size: Optional[int] = None,
+                  dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                  block_options: layers.BlockOptions = layers.BlockOptions(),
+                  vocab_size: Optional[int] = None,
                   sample_rate: Optional[int] = None,
                   bn_axis_name: Optional[str] = None,
                   name: Optional[str] = None) -> nn.Module:
@@ -78,6 +81,9 @@ def build_encoder(modality: str, cfg: Mapping[str, Any], *,
     modality: 'image', 'audio' or 'text'.
     cfg: `config.model.encoders.<modality>`.
     dtype: compute dtype of the activations.
+    param_dtype: dtype of the parameters.
+    block_options: speed / memory options of transformer blocks, for the
+      encoders that have them.
     vocab_size: text vocabulary size (from the dataset); text encoders need it.
     sample_rate: audio sample rate in Hz (from the dataset), for the audio
       front end; None keeps the encoder's default.
@@ -88,7 +94,7 @@ def build_encoder(modality: str, cfg: Mapping[str, Any], *,
   cls, kwargs = _resolve(modality, cfg)
   fields = {f.name for f in dataclasses.fields(cls)}
   given = dict(vocab_size=vocab_size, sample_rate=sample_rate,
-               bn_axis_name=bn_axis_name)
+               bn_axis_name=bn_axis_name, block_options=block_options)
   kwargs.update({k: v for k, v in given.items()
                  if k in fields and (v is not None or k != 'sample_rate')})
-  return cls(**kwargs, dtype=dtype, name=name)
+  return cls(**kwargs, dtype=dtype, param_dtype=param_dtype, name=name)

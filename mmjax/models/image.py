@@ -17,10 +17,11 @@ from mmjax.registry import ENCODERS
 def conv(features: int, kernel_size: Tuple[int, int],
          strides: Tuple[int, int] = (1, 1), padding: Any = 'SAME',
          use_bias: bool = True, dtype: layers.Dtype = jnp.float32,
-         name: Optional[str] = None) -> nn.Conv:
+         name: Optional[str] = None,
+         param_dtype: layers.Dtype = jnp.float32) -> nn.Conv:
   """nn.Conv whose kernel [kh, kw, in, out] and bias [out] carry axis names."""
   return nn.Conv(features, kernel_size, strides, padding, use_bias=use_bias,
-                 dtype=dtype, name=name,
+                 dtype=dtype, param_dtype=param_dtype, name=name,
                  kernel_init=layers.kernel((None, None, None, 'channels')),
                  bias_init=layers.bias(('channels',)))
 
@@ -39,11 +40,13 @@ class ConvStack(nn.Module):
   """
   channels: Sequence[int]
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, features in enumerate(self.channels):
-      x = nn.relu(conv(features, (3, 3), dtype=self.dtype, name=f'conv{i}')(x))
+      x = nn.relu(conv(features, (3, 3), dtype=self.dtype, name=f'conv{i}',
+                       param_dtype=self.param_dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     return x
 
@@ -53,6 +56,7 @@ class ImageCNN(nn.Module):
   """A small CNN; tokens are its final feature map [B, H/2^n * W/2^n, C]."""
   channels: Sequence[int] = (32, 64, 128)
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(channels=(16, 32, 32)),
@@ -63,7 +67,7 @@ class ImageCNN(nn.Module):
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     del mask, train  # Images are never padded; no dropout or BatchNorm.
-    x = ConvStack(self.channels, self.dtype, name='convs')(
+    x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
         x.astype(self.dtype))
     return feature_map_tokens(x)
 
@@ -115,6 +119,7 @@ class ResNet(nn.Module):
   stem: str = 'cifar'  # 'cifar' | 'imagenet'
   bn_axis_name: Optional[str] = None
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   # depth -> (blocks per stage, bottleneck blocks?)
   STAGES: ClassVar[Dict[int, Tuple[Tuple[int, ...], bool]]] = {
@@ -141,10 +146,12 @@ class ResNet(nn.Module):
                        f'in {self.CHOICES["stem"]}, got {self.depth}, '
                        f'{self.stem!r}')
     stages, bottleneck = self.STAGES[self.depth]
-    conv_ = functools.partial(conv, use_bias=False, dtype=self.dtype)
+    conv_ = functools.partial(conv, use_bias=False, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=0.9,
-        epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name,
+        epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
+        axis_name=self.bn_axis_name,
         scale_init=layers.bias(('norm',), nn.initializers.ones_init()),
         bias_init=layers.bias(('norm',)))
     x = x.astype(self.dtype)
@@ -178,23 +185,27 @@ class PatchTransformer(nn.Module):
   mlp_dim: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   @nn.compact
   def __call__(self, x: jax.Array, row_mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     patch = tuple(self.patch_size)
     x = conv(self.dim, patch, patch, 'VALID', dtype=self.dtype,
-             name='patch_embed')(x.astype(self.dtype))
+             name='patch_embed', param_dtype=self.param_dtype)(
+                 x.astype(self.dtype))
     tokens, mask = feature_map_tokens(x)
     if row_mask is not None:
       rows, cols = x.shape[1], x.shape[2]
       mask = jnp.repeat(layers.downsample_mask(row_mask, patch[0], rows), cols,
                         axis=1)
     tokens = layers.AddPositions('learned', tokens.shape[1], self.dtype,
-                                 name='positions')(tokens)
+                                 self.param_dtype, name='positions')(tokens)
     tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
     tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
                                      self.dropout, self.dtype,
+                                     self.param_dtype, self.block_options,
                                      name='transformer')(tokens, mask,
                                                          train=train)
     return tokens, mask
@@ -211,6 +222,8 @@ class ViT(nn.Module):
   mlp_dim: int = 256
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(patch_size=8, dim=32, depth=1, num_heads=2, mlp_dim=64),
@@ -224,4 +237,4 @@ class ViT(nn.Module):
     return PatchTransformer(
         (self.patch_size, self.patch_size), self.dim, self.depth,
         self.num_heads, self.mlp_dim, self.dropout, self.dtype,
-        name='patches')(x, train=train)
+        self.param_dtype, self.block_options, name='patches')(x, train=train)

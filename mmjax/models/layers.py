@@ -12,10 +12,18 @@ Every parameter carries logical axis names (``nn.with_logical_partitioning``);
   channels  conv output channels                   -> fsdp
   classes   output classes                         -> replicated
   norm      scales and biases of normalisations    -> replicated
+  layers    the stacked layer axis of scanned blocks -> replicated (no rule)
 
-Modules take a compute ``dtype`` (activations) and keep float32 parameters.
+Every module takes a compute ``dtype`` (activations, e.g. bfloat16) and a
+``param_dtype`` (parameters, and so gradients and optimizer state; float32
+by default), so mixed precision keeps a float32 master copy of the weights.
+
+Transformer blocks take `BlockOptions`: rematerialisation, `nn.scan` over
+the layers of a stack, and the attention kernel.
 """
-from typing import Any, Callable, Optional, Sequence, Tuple
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -39,17 +47,61 @@ def bias(axes: Axes, init: Callable = nn.initializers.zeros_init()) -> Callable:
 def dense(features: int, in_axis: Optional[str], out_axis: Optional[str],
           dtype: Dtype = jnp.float32, use_bias: bool = True,
           name: Optional[str] = None,
-          init: Callable = default_kernel_init) -> nn.Dense:
+          init: Callable = default_kernel_init,
+          param_dtype: Dtype = jnp.float32) -> nn.Dense:
   """nn.Dense with logical axis names on its kernel [in, out] and bias [out]."""
-  return nn.Dense(features, dtype=dtype, use_bias=use_bias, name=name,
+  return nn.Dense(features, dtype=dtype, param_dtype=param_dtype,
+                  use_bias=use_bias, name=name,
                   kernel_init=kernel((in_axis, out_axis), init),
                   bias_init=bias((out_axis,)))
 
 
-def layer_norm(dtype: Dtype = jnp.float32, name: Optional[str] = None):
-  return nn.LayerNorm(dtype=dtype, name=name,
+def layer_norm(dtype: Dtype = jnp.float32, name: Optional[str] = None,
+               param_dtype: Dtype = jnp.float32):
+  return nn.LayerNorm(dtype=dtype, param_dtype=param_dtype, name=name,
                       scale_init=bias(('norm',), nn.initializers.ones_init()),
                       bias_init=bias(('norm',)))
+
+
+# Rematerialisation policies: what a block's backward pass may keep from its
+# forward pass instead of recomputing it. 'full' keeps only the block input;
+# 'save_dots' keeps matmul outputs (the expensive part) and recomputes the
+# cheap elementwise ops (norms, GELU, softmax), whose outputs are much of
+# the activation memory.
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'save_dots': jax.checkpoint_policies.checkpoint_dots,
+}
+ATTENTION_KERNELS = ('einsum', 'dot_product')
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """Speed / memory options of transformer blocks (config.model.<field>).
+
+  Attributes:
+    remat: key of REMAT_POLICIES, applied to every block.
+    scan: run a stack's identical blocks with `nn.scan` (parameters stacked
+      on a leading 'layers' axis): one block is compiled instead of `depth`.
+    attention: 'einsum' (explicit logits, softmax in float32) or
+      'dot_product' (`jax.nn.dot_product_attention` with implementation=None:
+      JAX picks the kernel; JAX 0.10 always picks XLA's, later versions may
+      pick cuDNN's fused one on GPUs). Attention-weight dropout needs the
+      explicit weights, so blocks with dropout > 0 use 'einsum' when
+      training.
+  """
+  remat: str = 'none'
+  scan: bool = False
+  attention: str = 'einsum'
+
+  def __post_init__(self):
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'remat must be one of {tuple(REMAT_POLICIES)}, got '
+                       f'{self.remat!r}')
+    if self.attention not in ATTENTION_KERNELS:
+      raise ValueError(f'attention must be one of {ATTENTION_KERNELS}, got '
+                       f'{self.attention!r}')
 
 
 def masked_mean(tokens: jax.Array, mask: jax.Array) -> jax.Array:
@@ -72,14 +124,17 @@ class Mlp(nn.Module):
   out_dim: Optional[int] = None
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     out_dim = self.out_dim or x.shape[-1]
-    x = dense(self.hidden_dim, 'embed', 'mlp', self.dtype, name='fc1')(x)
+    x = dense(self.hidden_dim, 'embed', 'mlp', self.dtype, name='fc1',
+              param_dtype=self.param_dtype)(x)
     x = nn.gelu(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return dense(out_dim, 'mlp', 'embed', self.dtype, name='fc2')(x)
+    return dense(out_dim, 'mlp', 'embed', self.dtype, name='fc2',
+                 param_dtype=self.param_dtype)(x)
 
 
 class MultiHeadAttention(nn.Module):
@@ -87,11 +142,14 @@ class MultiHeadAttention(nn.Module):
 
   Masked keys get a large negative (finite) logit, so a query whose keys are
   all masked (a missing modality) attends uniformly and stays finite; callers
-  zero such rows through their own masks.
+  zero such rows through their own masks. `attention_kernel` is a key of
+  ATTENTION_KERNELS (see `BlockOptions`); both give the same outputs.
   """
   num_heads: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  attention_kernel: str = 'einsum'
 
   @nn.compact
   def __call__(self, q: jax.Array, kv: jax.Array,
@@ -105,38 +163,56 @@ class MultiHeadAttention(nn.Module):
 
     def project(name, x):
       return nn.DenseGeneral(
-          (self.num_heads, head_dim), dtype=self.dtype, name=name,
+          (self.num_heads, head_dim), dtype=self.dtype,
+          param_dtype=self.param_dtype, name=name,
           kernel_init=kernel(('embed', 'heads', 'kv')),
           bias_init=bias(('heads', 'kv')))(x)
 
-    query = project('query', q) / jnp.sqrt(head_dim).astype(self.dtype)
-    key, value = project('key', kv), project('value', kv)
+    query, key, value = project('query', q), project('key', kv), project(
+        'value', kv)
+    valid = None if kv_mask is None else kv_mask.astype(bool)[:, None, None, :]
+    if (self.attention_kernel == 'dot_product' and
+        not (train and self.dropout > 0)):
+      # implementation=None lets JAX pick the kernel (see BlockOptions).
+      out = jax.nn.dot_product_attention(query, key, value, mask=valid,
+                                         is_causal=causal)
+    else:
+      out = self._einsum_attention(query, key, value, valid, causal, train)
+    return nn.DenseGeneral(
+        dim, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+        name='out', kernel_init=kernel(('heads', 'kv', 'embed')),
+        bias_init=bias(('embed',)))(out)
+
+  def _einsum_attention(self, query, key, value, valid, causal, train):
+    """[B, Tq, H, K] queries over [B, Tk, H, K] keys / values -> [B, Tq, H, K];
+    valid: [B, 1, 1, Tk] or None."""
+    query = query / jnp.sqrt(query.shape[-1]).astype(self.dtype)
     logits = jnp.einsum('bqhd,bkhd->bhqk', query, key).astype(jnp.float32)
-    valid = jnp.ones((q.shape[0], 1, q.shape[1], kv.shape[1]), bool)
-    if kv_mask is not None:
-      valid = valid & kv_mask.astype(bool)[:, None, None, :]
-    if causal:
-      valid = valid & jnp.tril(jnp.ones((q.shape[1], kv.shape[1]), bool))
-    logits = jnp.where(valid, logits, jnp.finfo(jnp.float32).min)
+    if valid is not None or causal:
+      mask = jnp.ones(logits.shape[-2:], bool)
+      if causal:
+        mask = jnp.tril(mask)
+      if valid is not None:
+        mask = mask & valid
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout, deterministic=not train)(weights)
-    out = jnp.einsum('bhqk,bkhd->bqhd', weights, value)
-    return nn.DenseGeneral(
-        dim, axis=(-2, -1), dtype=self.dtype, name='out',
-        kernel_init=kernel(('heads', 'kv', 'embed')),
-        bias_init=bias(('embed',)))(out)
+    return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
 
 
 class TransformerBlock(nn.Module):
   """Pre-LN transformer block: self-attention (or cross-attention) then MLP.
 
   With `context` given, queries come from `x` and keys/values from `context`
-  (cross-attention); otherwise it is self-attention over `x`.
+  (cross-attention); otherwise it is self-attention over `x`. Call it
+  through `apply_block` to rematerialise it.
   """
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  attention: str = 'einsum'
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
@@ -145,36 +221,90 @@ class TransformerBlock(nn.Module):
                causal: bool = False, *, train: bool) -> jax.Array:
     """x: [B, T, D]; mask: [B, T]; context: [B, S, D]. Returns [B, T, D]."""
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    y = layer_norm(self.dtype, name='ln_attn')(x)
+    norm = functools.partial(layer_norm, self.dtype,
+                             param_dtype=self.param_dtype)
+    y = norm(name='ln_attn')(x)
     if context is None:
       kv, kv_mask = y, mask
     else:
-      kv = layer_norm(self.dtype, name='ln_context')(context)
+      kv = norm(name='ln_context')(context)
       kv_mask = context_mask
     y = MultiHeadAttention(self.num_heads, self.dropout, self.dtype,
+                           self.param_dtype, self.attention,
                            name='attn')(y, kv, kv_mask, causal, train=train)
     x = x + drop(y)
-    y = layer_norm(self.dtype, name='ln_mlp')(x)
+    y = norm(name='ln_mlp')(x)
     y = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype,
-            name='mlp')(y, train=train)
+            param_dtype=self.param_dtype, name='mlp')(y, train=train)
     return x + drop(y)
 
 
+def _call_block(block: TransformerBlock, x, mask, context, context_mask,
+                causal, train):
+  # All-positional, so that nn.remat can mark `causal` and `train` static.
+  return block(x, mask, context, context_mask, causal, train=train)
+
+
+def apply_block(block: TransformerBlock, x: jax.Array,
+                mask: Optional[jax.Array] = None,
+                context: Optional[jax.Array] = None,
+                context_mask: Optional[jax.Array] = None,
+                causal: bool = False, *, train: bool,
+                remat: str = 'none', in_scan: bool = False) -> jax.Array:
+  """Calls `block` (same arguments), rematerialised by the `remat` policy.
+
+  The backward pass recomputes what the policy does not save, trading
+  compute for the memory of the block's activations; values and gradients
+  are unchanged. Parameters keep the block's own names. `in_scan`: the call
+  is a scan body, whose loop already keeps XLA from merging the recomputation
+  with the forward pass, so the extra barriers are left out (as the JAX docs
+  advise for remat under scan).
+  """
+  fn = _call_block
+  if remat != 'none':
+    fn = nn.remat(_call_block, policy=REMAT_POLICIES[remat],
+                  prevent_cse=not in_scan, static_argnums=(5, 6))
+  return fn(block, x, mask, context, context_mask, causal, train)
+
+
 class TransformerStack(nn.Module):
-  """`depth` pre-LN self-attention blocks and a final LayerNorm: [B,T,D]->[B,T,D]."""
+  """`depth` pre-LN self-attention blocks and a final LayerNorm: [B,T,D]->[B,T,D].
+
+  Unrolled, the blocks are `block{i}`; with `options.scan` they are one
+  `blocks` module whose parameters have a leading [depth] axis (logical
+  name 'layers'), run by `nn.scan`.
+  """
   depth: int
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  options: BlockOptions = BlockOptions()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> jax.Array:
-    for i in range(self.depth):
-      x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout,
-                           self.dtype, name=f'block{i}')(x, mask, train=train)
-    return layer_norm(self.dtype, name='ln_final')(x)
+    block = functools.partial(TransformerBlock, self.num_heads, self.mlp_dim,
+                              self.dropout, self.dtype, self.param_dtype,
+                              self.options.attention)
+    remat = self.options.remat
+    if self.options.scan:
+      def body(module, carry, mask):
+        return apply_block(module, carry, mask, train=train, remat=remat,
+                           in_scan=True), None
+
+      scan = nn.scan(body, variable_axes={'params': 0},
+                     split_rngs={'params': True, 'dropout': True},
+                     in_axes=nn.broadcast, length=self.depth,
+                     metadata_params={nn.PARTITION_NAME: 'layers'})
+      x, _ = scan(block(name='blocks'), x, mask)
+    else:
+      for i in range(self.depth):
+        x = apply_block(block(name=f'block{i}'), x, mask, train=train,
+                        remat=remat)
+    return layer_norm(self.dtype, name='ln_final',
+                      param_dtype=self.param_dtype)(x)
 
 
 def sinusoidal_positions(length: int, dim: int) -> jax.Array:
@@ -192,6 +322,7 @@ class AddPositions(nn.Module):
   kind: str = 'learned'  # 'learned' | 'sinusoidal'
   max_len: int = 512
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -202,7 +333,7 @@ class AddPositions(nn.Module):
     if self.kind == 'learned':
       table = self.param('table', kernel((None, 'embed'),
                                          nn.initializers.normal(0.02)),
-                         (self.max_len, dim))
+                         (self.max_len, dim), self.param_dtype)
     elif self.kind == 'sinusoidal':
       table = sinusoidal_positions(self.max_len, dim)
     else:

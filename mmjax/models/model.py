@@ -1,4 +1,5 @@
 """The multimodal model: one encoder per modality -> projection -> fusion -> head."""
+import dataclasses
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -20,7 +21,10 @@ class MultimodalModel(nn.Module):
   steps of a variable-length input) and optional `m + '_present'` [B] (0 marks
   the modality as missing for that example, e.g. for robustness evaluation or
   modality dropout). A modality whose key is absent from the batch is missing
-  for every example. Returns logits [B, num_outputs].
+  for every example. Returns logits [B, num_outputs] (float32).
+
+  Activations are computed in `dtype`, parameters kept in `param_dtype`;
+  `block_options` reach every transformer block (encoders and fusion).
   """
   modalities: Sequence[str]
   encoders: Mapping[str, ml_collections.ConfigDict]
@@ -32,6 +36,8 @@ class MultimodalModel(nn.Module):
   head_dropout: float = 0.0
   dtype: Any = jnp.float32
   bn_axis_name: Optional[str] = None
+  param_dtype: Any = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   @nn.compact
   def __call__(self, batch: Batch, *, train: bool) -> jax.Array:
@@ -41,6 +47,8 @@ class MultimodalModel(nn.Module):
       if m not in batch:
         continue
       encoder = build_encoder(m, self.encoders[m], dtype=self.dtype,
+                              param_dtype=self.param_dtype,
+                              block_options=self.block_options,
                               vocab_size=self.vocab_size,
                               sample_rate=self.sample_rate,
                               bn_axis_name=self.bn_axis_name,
@@ -49,17 +57,21 @@ class MultimodalModel(nn.Module):
       if f'{m}_present' in batch:
         mask = mask & batch[f'{m}_present'].astype(bool)[:, None]
       tokens[m] = layers.dense(self.dim, None, 'embed', self.dtype,
-                               name=f'{m}_proj')(x)
+                               name=f'{m}_proj',
+                               param_dtype=self.param_dtype)(x)
       masks[m] = mask
     fusion_cfg = dict(self.fusion)
     fusion_cls = FUSIONS.get(fusion_cfg.pop('name'), field='model.fusion.name')
+    if 'block_options' in {f.name for f in dataclasses.fields(fusion_cls)}:
+      fusion_cfg['block_options'] = self.block_options
     fused = fusion_cls(modalities=tuple(self.modalities), dim=self.dim,
-                       dtype=self.dtype, name='fusion',
-                       **fusion_cfg)(tokens, masks, train=train)
+                       dtype=self.dtype, param_dtype=self.param_dtype,
+                       name='fusion', **fusion_cfg)(tokens, masks, train=train)
     pooled = nn.Dropout(self.head_dropout, deterministic=not train)(
         fused.pooled)
     logits = layers.dense(self.num_outputs, 'embed', 'classes', self.dtype,
-                          name='head', init=nn.initializers.zeros_init())(
+                          name='head', init=nn.initializers.zeros_init(),
+                          param_dtype=self.param_dtype)(
                               pooled)
     return logits.astype(jnp.float32)
 
@@ -68,7 +80,8 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
                 vocab_size: Optional[int] = None,
                 sample_rate: Optional[int] = None,
                 bn_axis_name: Optional[str] = None) -> MultimodalModel:
-  """The model described by `config.model` (dtype given by name, e.g. 'bfloat16').
+  """The model described by `config.model` (dtypes given by name, e.g.
+  'bfloat16'; `remat`, `scan_layers` and `attention` make its BlockOptions).
 
   `vocab_size` and `sample_rate` come from the dataset.
   """
@@ -79,4 +92,7 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
       fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
       vocab_size=vocab_size, sample_rate=sample_rate,
       head_dropout=mc.head_dropout,
-      dtype=jnp.dtype(mc.dtype), bn_axis_name=bn_axis_name)
+      dtype=jnp.dtype(mc.dtype), bn_axis_name=bn_axis_name,
+      param_dtype=jnp.dtype(mc.param_dtype),
+      block_options=layers.BlockOptions(
+          remat=mc.remat, scan=mc.scan_layers, attention=mc.attention))

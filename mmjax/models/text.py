@@ -19,7 +19,8 @@ RNN_CELLS = {'lstm': nn.OptimizedLSTMCell, 'gru': nn.GRUCell}
 
 def embed_tokens(ids: jax.Array, mask: Optional[jax.Array],
                  vocab_size: Optional[int], dim: int,
-                 dtype: layers.Dtype) -> Tuple[jax.Array, jax.Array]:
+                 dtype: layers.Dtype, param_dtype: layers.Dtype = jnp.float32
+                 ) -> Tuple[jax.Array, jax.Array]:
   """Embeds ids [B, L] -> ([B, L, dim], bool mask [B, L]) in the caller's scope.
 
   Call it inside a compact method; the table is the parameter `embedding`.
@@ -28,7 +29,8 @@ def embed_tokens(ids: jax.Array, mask: Optional[jax.Array],
     raise ValueError('text encoders need vocab_size (the dataset vocabulary '
                      'size); build them with build_encoder(vocab_size=...).')
   mask = ids != 0 if mask is None else mask.astype(bool)
-  table = nn.Embed(vocab_size, dim, dtype=dtype, name='embedding',
+  table = nn.Embed(vocab_size, dim, dtype=dtype, param_dtype=param_dtype,
+                   name='embedding',
                    embedding_init=layers.kernel(('vocab', 'embed'),
                                                 nn.linear.default_embed_init))
   return table(ids), mask
@@ -47,6 +49,7 @@ class BiRNN(nn.Module):
   num_layers: int = 1
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *,
@@ -60,7 +63,8 @@ class BiRNN(nn.Module):
       # parent=None: the cell and RNN are adopted by the module they are
       # passed to, so parameters nest as layer{i}/{forward,backward}_rnn/cell.
       cell = RNN_CELLS[self.cell](
-          self.hidden_dim, dtype=self.dtype, parent=None,
+          self.hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+          parent=None,
           kernel_init=layers.kernel(('embed', 'mlp')),
           recurrent_kernel_init=layers.kernel((None, 'mlp'),
                                               nn.initializers.orthogonal()),
@@ -82,6 +86,7 @@ class EmbeddingBag(nn.Module):
   vocab_size: Optional[int] = None
   dim: int = 128
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(dim=32),
@@ -92,7 +97,8 @@ class EmbeddingBag(nn.Module):
   def __call__(self, ids: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     del train  # No dropout.
-    x, mask = embed_tokens(ids, mask, self.vocab_size, self.dim, self.dtype)
+    x, mask = embed_tokens(ids, mask, self.vocab_size, self.dim, self.dtype,
+                           self.param_dtype)
     return (layers.masked_mean(x, mask)[:, None],
             mask.any(axis=-1, keepdims=True))
 
@@ -107,6 +113,7 @@ class TextRNN(nn.Module):
   num_layers: int = 1
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(embed_dim=32, hidden_dim=32, num_layers=1),
@@ -118,10 +125,10 @@ class TextRNN(nn.Module):
   def __call__(self, ids: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     x, mask = embed_tokens(ids, mask, self.vocab_size, self.embed_dim,
-                           self.dtype)
+                           self.dtype, self.param_dtype)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = BiRNN(self.cell, self.hidden_dim, self.num_layers, self.dropout,
-              self.dtype, name='rnn')(x, mask, train=train)
+              self.dtype, self.param_dtype, name='rnn')(x, mask, train=train)
     return x, mask
 
 
@@ -143,6 +150,8 @@ class TextTransformer(nn.Module):
   positions: str = 'learned'  # 'learned' | 'sinusoidal'
   max_len: int = 512
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(dim=32, depth=1, num_heads=2, mlp_dim=64),
@@ -154,11 +163,13 @@ class TextTransformer(nn.Module):
   @nn.compact
   def __call__(self, ids: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
-    x, mask = embed_tokens(ids, mask, self.vocab_size, self.dim, self.dtype)
+    x, mask = embed_tokens(ids, mask, self.vocab_size, self.dim, self.dtype,
+                           self.param_dtype)
     x = layers.AddPositions(self.positions, self.max_len, self.dtype,
-                            name='positions')(x)
+                            self.param_dtype, name='positions')(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
-                                self.dropout, self.dtype,
+                                self.dropout, self.dtype, self.param_dtype,
+                                self.block_options,
                                 name='transformer')(x, mask, train=train)
     return x, mask

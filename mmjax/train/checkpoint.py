@@ -1,14 +1,16 @@
 """Orbax checkpointing behind one small class, so the Orbax API changes in one place.
 
 A checkpoint holds two items: ``state`` (the train state: step, params,
-batch statistics, optimizer state) and ``data`` (the input iterator's state as
-JSON, so a resumed run sees the batches the uninterrupted run would have seen).
+batch statistics, optimizer state) and ``data`` (the Grain input iterator's
+state, one JSON file per process, so a resumed run sees the batches the
+uninterrupted run would have seen on every host).
 Saves are asynchronous; the most recent `keep_last` steps are kept, plus the
 `keep_best` steps with the best eval metric.
 """
 import os
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional
 
+import grain
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -44,9 +46,9 @@ class Checkpointer:
   def all_steps(self):
     return self._manager.all_steps()
 
-  def save(self, step: int, state: Any, data_state: Mapping[str, Any],
+  def save(self, step: int, state: Any, data: grain.DatasetIterator,
            metrics: Optional[Mapping[str, float]] = None) -> None:
-    """Starts an (asynchronous) save of `state` at `step`.
+    """Starts an (asynchronous) save of `state` and `data`'s position at `step`.
 
     `metrics` (eval metrics of this step, host floats) rank checkpoints for
     the keep-best policy.
@@ -55,25 +57,25 @@ class Checkpointer:
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(dict(data_state))),
+            data=grain.checkpoint.CheckpointSave(data)),
         metrics=dict(metrics) if metrics else None,
         force=True)
 
-  def restore(self, step: int, target: Any) -> Tuple[Any, Mapping[str, Any]]:
-    """Restores step `step` into the structure, dtypes and shardings of `target`.
+  def restore(self, step: int, target: Any,
+              data: grain.DatasetIterator) -> Any:
+    """Restores step `step`: returns the state, and moves `data` to its position.
 
     Args:
       target: a pytree of `jax.ShapeDtypeStruct`s with shardings (or arrays)
         describing the state to restore into, e.g. on another mesh.
-    Returns:
-      (state, data_state).
+      data: this process's input iterator, built as when it was saved.
     """
     restored = self._manager.restore(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target),
-            data=ocp.args.JsonRestore()))
-    return restored.state, restored.data
+            data=grain.checkpoint.CheckpointRestore(data)))
+    return restored.state
 
   def wait(self) -> None:
     """Blocks until the pending asynchronous save has finished."""

@@ -12,7 +12,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mmjax.data import pipeline
+from mmjax import data
+from mmjax.errors import ConfigError
 from mmjax.models.model import build_model
 from mmjax.train import parallel
 from mmjax.train.checkpoint import Checkpointer
@@ -24,31 +25,47 @@ from mmjax.validate import validate_config
 SUMMARY_FILE = 'summary.json'
 
 
-def _example_batch(spec) -> Dict[str, np.ndarray]:
+def _example_batch(example_spec) -> Dict[str, np.ndarray]:
   """A one-example batch of zeros with the dataset's shapes, for model init."""
-  return {k: np.zeros((1, *s.shape), s.dtype)
-          for k, s in spec.example_spec().items()}
+  return {k: np.zeros((1, *s.shape), s.dtype) for k, s in example_spec.items()}
+
+
+def _devices(config: ml_collections.ConfigDict):
+  """The devices a run uses: all of them, or this host's in pmap mode."""
+  return (jax.local_devices() if config.parallel.mode == 'pmap' else
+          jax.devices())
 
 
 class Experiment:
   """The pieces of one run, built from a validated config.
 
   Separate from the loop so that tests and tools (evaluation, benchmarks) can
-  build the same model, state and steps without training.
+  build the same model, state and steps without training. The dataset must be
+  prepared (`mmjax.data.prepare`): the input shapes come from its first
+  example.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, devices=None):
     """`devices` defaults to all devices (local devices in pmap mode)."""
     self.config = config
     pmap = config.parallel.mode == 'pmap'
-    if devices is None:
-      devices = jax.local_devices() if pmap else jax.devices()
+    devices = _devices(config) if devices is None else devices
     self.spec, self.task = validate_config(
         config, num_devices=len(devices),
         process_count=jax.process_count())
+    parallel.enable_compilation_cache(config.compilation_cache_dir)
+    self.pp_train, self.pp_eval = data.preprocessing(config.input, self.spec)
+    self.example_spec = data.example_spec(self.spec, self.pp_train)
+    eval_spec = data.example_spec(self.spec, self.pp_eval)
+    if eval_spec != self.example_spec:
+      raise ConfigError('input.pp_eval', (
+          f'gives examples {eval_spec}, but input.pp_train gives '
+          f'{self.example_spec}; evaluation must produce the same keys, '
+          'shapes and dtypes as training.'))
+    meta = self.pp_train.meta
     self.model = build_model(config, num_outputs=self.task.num_outputs,
-                             vocab_size=getattr(self.spec, 'vocab_size', None),
-                             sample_rate=getattr(self.spec, 'sample_rate', None),
+                             vocab_size=meta.get('vocab_size'),
+                             sample_rate=meta.get('sample_rate'),
                              bn_axis_name=parallel.PMAP_AXIS if pmap else None)
     self.tx, self.schedule = make_optimizer(config.optimizer,
                                             config.num_train_steps)
@@ -56,7 +73,8 @@ class Experiment:
     self.init_rng = init_rng
     common = dict(model=self.model, tx=self.tx, task=self.task,
                   schedule=self.schedule, dropout_rng=dropout_rng,
-                  example_batch=_example_batch(self.spec))
+                  example_batch=_example_batch(self.example_spec),
+                  accumulation_steps=config.optimizer.accumulation_steps)
     if pmap:
       self.runner = parallel.PmapRunner(devices=devices, **common)
     else:
@@ -65,16 +83,16 @@ class Experiment:
           rules=tuple(tuple(r) for r in config.parallel.rules), **common)
 
   def train_iterator(self):
-    return pipeline.train_iterator(
-        self.spec, self.config.dataset.train_split,
+    return data.train_iterator(
+        self.spec, self.pp_train,
         batch_size=self.config.input.global_batch_size // jax.process_count(),
         seed=self.config.seed, shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         num_workers=self.config.input.num_workers)
 
   def eval_batches(self) -> Iterator[Mapping[str, np.ndarray]]:
-    return pipeline.eval_iterator(
-        self.spec, self.config.dataset.eval_split,
+    return data.eval_iterator(
+        self.spec, self.pp_eval,
         batch_size=self.config.input.eval_batch_size // jax.process_count(),
         shard_index=jax.process_index(), shard_count=jax.process_count())
 
@@ -103,11 +121,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The summary: final eval metrics, parameter count, steps/s, wall time.
   """
   start = time.time()
-  experiment = Experiment(config)  # Validates before anything is written.
+  # Validate before anything is generated or written.
+  validate_config(config, num_devices=len(_devices(config)),
+                  process_count=jax.process_count())
   lead = jax.process_index() == 0
   if lead:  # One process generates the data; the others wait for it.
-    experiment.spec.prepare()
+    data.prepare(config)
   multihost_utils.sync_global_devices('mmjax: dataset prepared')
+  experiment = Experiment(config)
   os.makedirs(workdir, exist_ok=True)
   if lead:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -115,15 +136,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   runner = experiment.runner
   checkpointer = experiment.make_checkpointer(workdir)
   writer = MetricWriter(workdir)
-  data = experiment.train_iterator()
+  batches = experiment.train_iterator()
 
   state = runner.init(experiment.init_rng)
   latest = checkpointer.latest_step()
   if latest is not None:
-    restored, data_state = checkpointer.restore(latest,
-                                                runner.restore_target())
+    restored = checkpointer.restore(latest, runner.restore_target(), batches)
     state = runner.from_checkpoint(restored)
-    data.set_state(data_state)
     logging.info('Resumed from step %d in %s', latest, checkpointer.directory)
   first_step = latest or 0
   num_params = _param_count(runner.to_checkpoint(state))
@@ -138,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # time spent in evaluation.
   timed_steps, eval_seconds, timer = 0, 0.0, None
   for step in range(first_step + 1, total + 1):
-    state, metrics = runner.train_step(state, next(data))
+    state, metrics = runner.train_step(state, next(batches))
     bar.update(1)
     if timer is None:
       jax.block_until_ready(metrics)
@@ -159,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bar.write(f'step {step}: ' + ', '.join(
           f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
     if step % config.checkpoint_every_steps == 0 or step == total:
-      checkpointer.save(step, runner.to_checkpoint(state), data.get_state(),
+      checkpointer.save(step, runner.to_checkpoint(state), batches,
                         metrics=eval_metrics if is_eval else None)
   jax.block_until_ready(state)
   train_seconds = time.time() - timer - eval_seconds if timer else 0.0

@@ -19,6 +19,9 @@ Fields (defaults in `default_optimizer_config`):
   momentum, nesterov        sgd; momentum 0 is plain SGD.
   grad_clip_norm            clip gradients to this global norm; 0 or None
                             disables clipping.
+  accumulation_steps        micro-batches per step, whose gradients the
+                            train step (`mmjax.train.steps`) averages
+                            before one update; checked in `mmjax.validate`.
 Fields the chosen optimizer does not use are ignored, so that one config
 switches optimizer with a single `--config.optimizer.name=...` override.
 """
@@ -41,7 +44,8 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name='adamw', learning_rate=1e-3, warmup_steps=0, schedule='cosine',
       end_learning_rate_factor=0.0, weight_decay=0.0, b1=0.9, b2=0.999,
-      eps=1e-8, momentum=0.9, nesterov=False, grad_clip_norm=None))
+      eps=1e-8, momentum=0.9, nesterov=False, grad_clip_norm=None,
+      accumulation_steps=1))
 
 
 def decay_mask(params: Any) -> Any:

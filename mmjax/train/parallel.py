@@ -20,19 +20,35 @@ HostBatch = Mapping[str, np.ndarray]
 PMAP_AXIS = 'batch'
 
 
+def enable_compilation_cache(directory: str) -> None:
+  """Keeps compiled executables in `directory` ('' = off) across runs.
+
+  Every executable is cached, however fast it compiled, so a rerun of the
+  same config skips compilation. Call it before the process compiles
+  anything: JAX fixes its cache at the first compilation.
+  """
+  if not directory:
+    return
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
 class _Runner:
   """What both modes share: the step functions bound to model, optimizer and task."""
 
   def __init__(self, *, model: nn.Module, tx: optax.GradientTransformation,
                task: Any, schedule: Callable, dropout_rng: jax.Array,
-               example_batch: HostBatch, axis_name=None):
+               example_batch: HostBatch, accumulation_steps: int = 1,
+               axis_name=None):
     self._model = model
     self._task = task
     self._init_fn = functools.partial(steps.init_state, model, tx,
                                       example_batch)
     self._train_fn = functools.partial(
         steps.train_step, model=model, tx=tx, loss_fn=task.loss,
-        schedule=schedule, rng=dropout_rng, axis_name=axis_name)
+        schedule=schedule, rng=dropout_rng, axis_name=axis_name,
+        accumulation_steps=accumulation_steps)
     self._eval_fn = functools.partial(
         steps.eval_step, model=model, stats_fn=task.eval_stats,
         axis_name=axis_name)
@@ -82,6 +98,11 @@ class JitRunner(_Runner):
 
   def train_step(self, state, host_batch):
     return self._train(state, self.put(host_batch))
+
+  def lower_train_step(self, state, batch) -> jax.stages.Lowered:
+    """The train step lowered for `state` and a `put` batch, for ahead-of-
+    time compilation and XLA's cost and memory analyses (benchmarks)."""
+    return self._train.lower(state, batch)
 
   def fetch(self, tree) -> Any:
     return jax.device_get(tree)

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 from absl import flags
 
+from mmjax import data
 from mmjax.data import pipeline
 from mmjax.data import tokenizers
+from mmjax.data.preprocess import Preprocess
 from mmjax.errors import ConfigError
-from mmjax.registry import DATASETS
 
 TRAIN_SIZE, TEST_SIZE = 256, 100  # The 'tiny' splits.
 
@@ -16,10 +17,10 @@ def _key(image) -> bytes:
   return np.ascontiguousarray(image).tobytes()
 
 
-def _index(spec, split):
+def _index(spec, pp, split):
   """Image key -> position in the split."""
   source = spec.source(split)
-  keys = {_key(spec.preprocess(source[i])['image']): i
+  keys = {_key(pp(spec.select(source[i]))['image']): i
           for i in range(len(source))}
   assert len(keys) == len(source)
   return keys
@@ -41,30 +42,38 @@ def _assert_same_batches(a, b):
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def test_train_batches_follow_the_example_spec(spec):
-  batch = next(pipeline.train_iterator(spec, 'train', batch_size=8, seed=0))
-  example_spec = spec.example_spec()
+def test_train_batches_follow_the_example_spec(spec, pp):
+  batch = next(pipeline.train_iterator(spec, pp, batch_size=8, seed=0))
+  example_spec = pipeline.example_spec(spec, pp)
   assert batch.keys() == example_spec.keys()
   for k, s in example_spec.items():
     assert isinstance(batch[k], np.ndarray)
     assert (batch[k].shape, batch[k].dtype) == ((8, *s.shape), s.dtype), k
 
 
-def test_train_epochs_cover_the_split_reshuffled_each_epoch(spec):
-  index = _index(spec, 'train')
-  batches = _take(pipeline.train_iterator(spec, 'train', batch_size=32,
-                                          seed=3), 2 * TRAIN_SIZE // 32)
+def test_train_epochs_cover_the_split_reshuffled_each_epoch(spec, pp):
+  index = _index(spec, pp, 'train')
+  batches = _take(pipeline.train_iterator(spec, pp, batch_size=32, seed=3),
+                  2 * TRAIN_SIZE // 32)
   order = _indices(index, batches)
   first, second = order[:TRAIN_SIZE], order[TRAIN_SIZE:]
   assert sorted(first) == sorted(second) == list(range(TRAIN_SIZE))
   assert first != second and first != sorted(first)
   other_seed = _indices(index, _take(pipeline.train_iterator(
-      spec, 'train', batch_size=32, seed=4), 1))
+      spec, pp, batch_size=32, seed=4), 1))
   assert other_seed != first[:32]
 
 
-def test_train_resumes_from_state_exactly(spec):
-  make = lambda: pipeline.train_iterator(spec, 'train', batch_size=24, seed=0)
+RANDOM_PP = ('decode_image|random_crop(28)|flip_lr|value_range(0, 1)|'
+             'decode_audio|random_crop_audio(3000)|pad_audio(3000)|'
+             'audio_features|spec_augment|tokenize(16)')
+
+
+@pytest.mark.parametrize('random_ops', [False, True])
+def test_train_resumes_from_state_exactly(spec, pp, random_ops):
+  if random_ops:
+    pp = Preprocess.parse(RANDOM_PP, spec.meta, 'input.pp_train')
+  make = lambda: pipeline.train_iterator(spec, pp, batch_size=24, seed=0)
   uninterrupted = make()
   _take(uninterrupted, 5)
   state = uninterrupted.get_state()
@@ -72,14 +81,16 @@ def test_train_resumes_from_state_exactly(spec):
   resumed = make()
   resumed.set_state(state)
   _assert_same_batches(_take(resumed, 8), expected)
+  if random_ops:  # Augmentations differ between epochs (10.7 batches).
+    assert not np.array_equal(expected[0]['image'], expected[-1]['image'])
 
 
-def test_train_shards_partition_each_epoch(spec):
-  index = _index(spec, 'train')
+def test_train_shards_partition_each_epoch(spec, pp):
+  index = _index(spec, pp, 'train')
   per_shard = TRAIN_SIZE // 2
   seen = []
   for shard in range(2):
-    it = pipeline.train_iterator(spec, 'train', batch_size=16, seed=0,
+    it = pipeline.train_iterator(spec, pp, batch_size=16, seed=0,
                                  shard_index=shard, shard_count=2)
     order = _indices(index, _take(it, 2 * per_shard // 16))
     # Each epoch of a shard holds each of its examples once.
@@ -89,11 +100,11 @@ def test_train_shards_partition_each_epoch(spec):
   assert sorted(seen) == list(range(TRAIN_SIZE))
 
 
-def test_worker_processes_give_the_same_batches_and_resume(spec):
+def test_worker_processes_give_the_same_batches_and_resume(spec, pp):
   # Grain's worker processes read an absl flag; scripts parse flags via app.run.
   flags.FLAGS.mark_as_parsed()
   make = lambda workers: pipeline.train_iterator(
-      spec, 'train', batch_size=32, seed=0, num_workers=workers)
+      spec, pp, batch_size=32, seed=0, num_workers=workers)
   expected = _take(make(0), 6)
   it = make(2)
   try:
@@ -110,18 +121,17 @@ def test_worker_processes_give_the_same_batches_and_resume(spec):
 
 
 @pytest.mark.parametrize('shard_count,batch_size', [(1, 32), (3, 16)])
-def test_eval_covers_every_example_once_with_padding(spec, shard_count,
+def test_eval_covers_every_example_once_with_padding(spec, pp, shard_count,
                                                      batch_size):
-  index = _index(spec, 'test')
-  num_batches = pipeline.num_eval_batches(spec, 'test', batch_size,
-                                          shard_count)
+  index = _index(spec, pp, 'test')
+  num_batches = pipeline.num_eval_batches(spec, batch_size, shard_count)
   # 100 = 4 batches of 32 (4 real rows last); shards of 34, 33, 33 examples
   # all take 3 batches of 16.
   assert num_batches == {1: 4, 3: 3}[shard_count]
   seen = []
   for shard in range(shard_count):
     batches = list(pipeline.eval_iterator(
-        spec, 'test', batch_size=batch_size, shard_index=shard,
+        spec, pp, batch_size=batch_size, shard_index=shard,
         shard_count=shard_count))
     assert len(batches) == num_batches
     mask = np.concatenate([b['_mask'] for b in batches])
@@ -139,35 +149,54 @@ def test_eval_covers_every_example_once_with_padding(spec, shard_count,
   assert sorted(seen) == list(range(TEST_SIZE))
 
 
-def test_bad_arguments_raise(spec):
+def test_bad_arguments_raise(spec, pp):
   with pytest.raises(ValueError, match='batch_size must be positive'):
-    pipeline.train_iterator(spec, 'train', batch_size=0, seed=0)
+    pipeline.train_iterator(spec, pp, batch_size=0, seed=0)
   with pytest.raises(ValueError, match='shard_index must be in'):
-    pipeline.eval_iterator(spec, 'test', batch_size=8, shard_index=2,
+    pipeline.eval_iterator(spec, pp, batch_size=8, shard_index=2,
                            shard_count=2)
   with pytest.raises(ValueError, match='fewer than one batch of 200'):
-    pipeline.train_iterator(spec, 'train', batch_size=200, seed=0,
-                            shard_count=2)
-  with pytest.raises(ConfigError, match='dataset.train_split.*valid splits '
-                     'are train, test'):
-    pipeline.train_iterator(spec, 'validation', batch_size=8, seed=0)
+    pipeline.train_iterator(spec, pp, batch_size=200, seed=0, shard_count=2)
+  spec.train_split = spec.eval_split = 'validation'
+  with pytest.raises(ConfigError, match='dataset.train_split.*splits are '
+                     'train, test'):
+    pipeline.train_iterator(spec, pp, batch_size=8, seed=0)
   with pytest.raises(ConfigError, match='dataset.eval_split'):
-    pipeline.eval_iterator(spec, 'validation', batch_size=8)
+    pipeline.eval_iterator(spec, pp, batch_size=8)
 
 
-def test_spec_config_errors(dataset_config, tmp_path):
-  make = lambda cfg: DATASETS.get(cfg.name, field='dataset.name')(cfg)
+def test_batches_of_unequal_or_unbatchable_examples_name_the_key(spec):
+  ragged = Preprocess.parse('decode_audio|tokenize(16)', spec.meta,
+                            'input.pp_train')
+  batch_of = lambda pp: next(pipeline.train_iterator(spec, pp, batch_size=8,
+                                                     seed=0))
+  if len({len(spec.source('train')[i]['audio']) for i in range(8)}) > 1:
+    with pytest.raises(ValueError, match="input.pp_train: examples differ in "
+                       "the shape of 'audio'.*pad_audio"):
+      batch_of(ragged)
+  raw_text = Preprocess.parse('decode_audio|pad_audio(100)', spec.meta,
+                              'input.pp_eval')
+  with pytest.raises(ValueError, match="input.pp_eval: after preprocessing, "
+                     "'text' holds.*tokenize"):
+    pipeline.example_spec(spec, raw_text)
+
+
+def test_spec_config_errors(config, tmp_path):
   for field, value, match in [
-      ('builder_config', 'huge', 'valid configs are default, tiny'),
-      ('text_length', 0, 'positive int'),
-      ('tokenizer', 'bpe', 'valid tokenizers are word, byte')]:
-    cfg = dataset_config.copy_and_resolve_references()
-    cfg[field] = value
+      ('builder_config', 'huge', 'valid configs are'),
+      ('features.text', 'no_such_feature', 'has no feature'),
+      ('name', 'imagenet21k', 'no dataset .imagenet21k.*mmjax generates')]:
+    cfg = config.dataset.copy_and_resolve_references()
+    *path, leaf = field.split('.')
+    node = cfg
+    for part in path:
+      node = node[part]
+    node[leaf] = value
     with pytest.raises(ConfigError, match=f'dataset.{field}.*{match}'):
-      make(cfg)
-  dataset_config.data_dir = str(tmp_path)
+      data.DatasetSpec(cfg)
+  config.dataset.data_dir = str(tmp_path)
   with pytest.raises(FileNotFoundError, match='spec.prepare'):
-    make(dataset_config).source('train')
+    data.DatasetSpec(config.dataset).source('train')
 
 
 def test_word_tokenizer_maps_pads_and_truncates():
@@ -180,11 +209,13 @@ def test_word_tokenizer_maps_pads_and_truncates():
   np.testing.assert_array_equal(tokenizer.encode('red fox red', 2)[0], [2, 3])
 
 
-def test_byte_tokenizer_and_spec_vocab_size(dataset_config):
+def test_tokenizers_set_the_vocab_size(spec):
   ids, mask = tokenizers.ByteTokenizer().encode('hé', 4)
   np.testing.assert_array_equal(ids, [ord('h') + 1, 0xc3 + 1, 0xa9 + 1, 0])
-  np.testing.assert_array_equal(mask, [1, 1, 1, 0])
-  dataset_config.tokenizer = 'byte'
-  spec = DATASETS.get('triad', field='dataset.name')(dataset_config)
-  assert spec.vocab_size == 257
-  assert spec.preprocess(spec.source('test')[0])['text'].max() < 257
+  np.testing.assert_array_equal(mask, [True, True, True, False])
+  for tokenizer, size in [('byte', 257),
+                          ('word', len(spec.meta['vocabulary']) + 2)]:
+    pp = Preprocess.parse(f'tokenize(16, tokenizer={tokenizer!r})', spec.meta,
+                          'input.pp_train')
+    assert pp.meta['vocab_size'] == size
+    assert pp(spec.select(spec.source('test')[0]))['text'].max() < size

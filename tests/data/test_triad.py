@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mmjax import data
+from mmjax.data import pipeline
 from mmjax.data.builders import triad
 
 SPLITS = ('train', 'test')
@@ -14,6 +16,7 @@ SPLITS = ('train', 'test')
 def examples(data_dir):
   """split -> feature -> array stacked over every example of 'tiny'."""
   builder = triad.Triad(config='tiny', data_dir=data_dir)
+  builder.download_and_prepare()
   out = {}
   for split in SPLITS:
     source = builder.as_data_source(split=split)
@@ -27,7 +30,8 @@ def _record_files(data_dir):
   return {f.name: f.read_bytes() for f in files}
 
 
-def test_generation_is_deterministic(data_dir, tmp_path):
+def test_generation_is_deterministic(examples, data_dir, tmp_path):
+  del examples  # Prepares triad/tiny in data_dir.
   triad.Triad(config='tiny', data_dir=str(tmp_path)).download_and_prepare()
   first, second = _record_files(data_dir), _record_files(tmp_path)
   assert len(first) == 2 and first == second
@@ -107,10 +111,14 @@ def test_text_attribute_is_the_keyword(examples):
     assert not [w for w in words if w in triad.KEYWORDS[1 - attribute]], text
 
 
-def test_preprocess_matches_example_spec_and_ranges(spec, examples):
+def test_preprocess_matches_example_spec_and_ranges(make_config, examples):
+  config = make_config(dataset__name='triad', input__pp_train=(
+      'value_range(-1, 1)|decode_audio|pad_audio(4000)|tokenize(16)'))
+  spec = data.DatasetSpec(config.dataset)
+  pp, _ = data.preprocessing(config.input, spec)
   source = spec.source('train')
-  example_spec = spec.example_spec()
-  out = [spec.preprocess(source[i]) for i in range(32)]
+  example_spec = pipeline.example_spec(spec, pp)
+  out = [pp(spec.select(source[i])) for i in range(32)]
   for k, s in example_spec.items():
     for x in out:
       assert (x[k].shape, x[k].dtype) == (s.shape, s.dtype), k
@@ -120,8 +128,9 @@ def test_preprocess_matches_example_spec_and_ranges(spec, examples):
   assert batch['audio_mask'].all()
   np.testing.assert_array_equal(batch['text_mask'], batch['text'] != 0)
   # Every triad word is in the vocabulary: no unknown ids (1).
-  assert batch['text'].max() < spec.vocab_size and (batch['text'] != 1).all()
+  assert batch['text'].max() < pp.meta['vocab_size']
+  assert (batch['text'] != 1).all()
   np.testing.assert_array_equal(batch['text_mask'].sum(1), [
       min(len(t.split()), 16) for t in examples['train']['text'][:32]])
   np.testing.assert_array_equal(batch['label'], examples['train']['label'][:32])
-  assert spec.num_classes == 8 and spec.sample_rate == 8000
+  assert spec.num_classes == 8 and pp.meta['sample_rate'] == 8000

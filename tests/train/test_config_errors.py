@@ -3,16 +3,28 @@ import os
 
 import pytest
 
-from mmjax.data.datasets import TriadSpec
+import tensorflow_datasets as tfds
+
+from mmjax.data.builders import triad
 from mmjax.errors import ConfigError
 from mmjax.registry import DATASETS
 from mmjax.train.loop import train_and_evaluate
 
 
 @DATASETS.register('triad_without_audio')
-class _TriadWithoutAudio(TriadSpec):
-  """A dataset that lacks one modality, to check that a model needing it fails."""
-  modalities = ('image', 'text')
+class TriadWithoutAudio(triad.Triad):
+  """Triad's images and texts only: a model that needs audio must fail."""
+
+  def _info(self):
+    info = super()._info()
+    features = {k: v for k, v in info.features.items() if k != 'audio'}
+    return tfds.core.DatasetInfo(
+        builder=self, features=tfds.features.FeaturesDict(features),
+        disable_shuffling=True)
+
+  def _generate_examples(self, split, size):
+    for key, example in super()._generate_examples(split, size):
+      yield key, {k: v for k, v in example.items() if k != 'audio'}
 
 
 CASES = [
@@ -44,6 +56,17 @@ CASES = [
      ['tiny', 'small']),
     (dict(parallel__mode='pjit'), 'parallel.mode', ['jit', 'pmap']),
     (dict(dataset__name='imagenet21k'), 'dataset.name', ['triad']),
+    (dict(dataset__features__label='no_such_feature'),
+     'dataset.features.label', ['image', 'text']),
+    (dict(input__pp_train='resize(32)|sharpen'), 'input.pp_train',
+     ['decode_image', 'tokenize']),
+    (dict(input__pp_train='resize(size=-3)'), 'input.pp_train',
+     ['positive']),
+    (dict(input__pp_eval='flip_lr'), 'input.pp_eval', ['deterministic']),
+    (dict(input__pp_train='tokenize(8, tokenizer="bpe")'), 'input.pp_train',
+     ['sentencepiece']),
+    (dict(model__encoders__audio__features='precomputed'),
+     'model.encoders.audio.features', ['audio_features']),
     (dict(model__fusion__depth=2), 'model.fusion.depth', ['hidden_dim']),
     (dict(optimizer__lr=0.1), 'optimizer.lr', ['learning_rate']),
     (dict(model__encoders__text__width=8), 'model.encoders.text.width',

@@ -25,7 +25,7 @@ def test_save_restore_gives_identical_state_and_next_loss(make_config,
   state = runner.init(experiment.init_rng)
   state, _ = runner.train_step(state, next(data))
   checkpointer = experiment.make_checkpointer(str(tmp_path))
-  checkpointer.save(1, runner.to_checkpoint(state), data.get_state())
+  checkpointer.save(1, runner.to_checkpoint(state), data)
   checkpointer.wait()
   batch = next(data)
   # Snapshot before the step donates (invalidates) `state`.
@@ -33,11 +33,10 @@ def test_save_restore_gives_identical_state_and_next_loss(make_config,
   _, metrics = runner.train_step(state, batch)
 
   fresh = Experiment(make_config('image=resnet,modalities=image+text'))
-  restored, data_state = fresh.make_checkpointer(str(tmp_path)).restore(
-      1, fresh.runner.restore_target())
-  _assert_trees_equal(saved, restored)
   fresh_data = fresh.train_iterator()
-  fresh_data.set_state(data_state)
+  restored = fresh.make_checkpointer(str(tmp_path)).restore(
+      1, fresh.runner.restore_target(), fresh_data)
+  _assert_trees_equal(saved, restored)
   next_batch = next(fresh_data)
   for key in batch:
     np.testing.assert_array_equal(batch[key], next_batch[key])
@@ -74,7 +73,8 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(make_config,
   def final_params(workdir):
     experiment = Experiment(config)
     return experiment.make_checkpointer(workdir).restore(
-        6, experiment.runner.restore_target())[0].params
+        6, experiment.runner.restore_target(),
+        experiment.train_iterator()).params
 
   _assert_trees_equal(final_params(full), final_params(interrupted))
   with open(os.path.join(full, 'summary.json')) as f:
@@ -87,7 +87,7 @@ def test_eval_is_exact_over_padded_batches_without_recompiling(make_config):
   metrics = experiment.evaluate(state)
 
   source = experiment.spec.source('test')
-  examples = [experiment.spec.preprocess(source[i])
+  examples = [experiment.pp_eval(experiment.spec.select(source[i]))
               for i in range(len(source))]
   batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
   logits = experiment.model.apply({'params': state.params}, batch, train=False)

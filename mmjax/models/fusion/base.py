@@ -127,11 +127,12 @@ class HiddenLayer(nn.Module):
   features: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if not self.features:
       return x
     x = nn.gelu(layers.dense(self.features, 'embed', 'mlp', self.dtype,
-                             name='dense')(x))
+                             name='dense', param_dtype=self.param_dtype)(x))
     return nn.Dropout(self.dropout, deterministic=not train)(x)

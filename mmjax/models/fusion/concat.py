@@ -28,6 +28,7 @@ class Concat(nn.Module):
   dim: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
   hidden_dim: Optional[int] = None
 
   @nn.compact
@@ -38,10 +39,10 @@ class Concat(nn.Module):
     tokens, masks = base.prepare(tokens, masks, self.modalities, self.dim)
     pooled, present = base.pool(tokens, masks, self.modalities)  # [B, M, D]
     missing = self.param('missing', layers.bias((None, 'embed')),
-                         (len(self.modalities), self.dim))
+                         (len(self.modalities), self.dim), self.param_dtype)
     pooled = jnp.where(present[..., None], pooled,
                        missing.astype(pooled.dtype)[None])
     x = pooled.reshape(pooled.shape[0], -1)  # [B, M * D]
     x = base.HiddenLayer(hidden_dim, self.dropout, self.dtype,
-                         name='hidden')(x, train=train)
+                         self.param_dtype, name='hidden')(x, train=train)
     return base.FusionOutput(pooled=x)

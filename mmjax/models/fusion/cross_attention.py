@@ -32,11 +32,15 @@ class CrossAttention(nn.Module):
     depth: number of cross-attention rounds.
     num_heads: attention heads; must divide dim.
     mlp_dim: hidden width of each block's MLP; None -> 4 * dim.
+    block_options: remat and attention kernel of the blocks (from the
+      model); `scan` does not apply, as every block has its own role.
   """
   modalities: Sequence[str]
   dim: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
   depth: int = 1
   num_heads: int = 4
   mlp_dim: Optional[int] = None
@@ -60,10 +64,12 @@ class CrossAttention(nn.Module):
           continue
         context = jnp.concatenate([tokens[o] for o in others], axis=1)
         context_mask = jnp.concatenate([masks[o] for o in others], axis=1)
-        y = layers.TransformerBlock(
-            num_heads, mlp_dim, self.dropout, self.dtype,
-            name=f'{m}_block{i}')(tokens[m], masks[m], context, context_mask,
-                                  train=train)
+        block = layers.TransformerBlock(
+            num_heads, mlp_dim, self.dropout, self.dtype, self.param_dtype,
+            self.block_options.attention, name=f'{m}_block{i}')
+        y = layers.apply_block(block, tokens[m], masks[m], context,
+                               context_mask, train=train,
+                               remat=self.block_options.remat)
         # No other modality present (attention would average uniformly over
         # masked keys) or a masked query: keep the tokens (zeros if masked).
         keep = ~context_mask.any(axis=1)[:, None, None] | ~masks[m][..., None]

@@ -27,6 +27,7 @@ class Gated(nn.Module):
   dim: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: Dict[str, jax.Array], masks: Dict[str, jax.Array],
@@ -36,11 +37,13 @@ class Gated(nn.Module):
     batch, num = pooled.shape[:2]
     hidden = jnp.stack([
         jnp.tanh(layers.dense(self.dim, 'embed', 'mlp', self.dtype,
-                              name=f'{m}_hidden')(pooled[:, i]))
+                              name=f'{m}_hidden',
+                              param_dtype=self.param_dtype)(pooled[:, i]))
         if m in tokens else pooled[:, i]  # Zeros, and gated out.
         for i, m in enumerate(self.modalities)], axis=1)  # [B, M, D]
     logits = layers.dense(num * self.dim, 'embed', 'mlp', self.dtype,
-                          name='gate')(pooled.reshape(batch, num * self.dim))
+                          name='gate', param_dtype=self.param_dtype)(
+                              pooled.reshape(batch, num * self.dim))
     gates = base.masked_softmax(logits.reshape(batch, num, self.dim),
                                 present[..., None], axis=1)
     self.sow('intermediates', 'gates', gates)

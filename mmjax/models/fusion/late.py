@@ -30,6 +30,7 @@ class Late(nn.Module):
   dim: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
   hidden_dim: Optional[int] = None
 
   @nn.compact
@@ -40,7 +41,8 @@ class Late(nn.Module):
     pooled, present = base.pool(tokens, masks, self.modalities)  # [B, M, D]
     heads = [
         layers.Mlp(hidden_dim, self.dim, self.dropout, self.dtype,
-                   name=f'{m}_head')(pooled[:, i], train=train)
+                   self.param_dtype, name=f'{m}_head')(pooled[:, i],
+                                                       train=train)
         if m in tokens else pooled[:, i]  # Zeros, and never averaged in.
         for i, m in enumerate(self.modalities)]
     heads = jnp.stack(heads, axis=1)  # [B, M, D]

@@ -39,6 +39,7 @@ class WeightedSum(nn.Module):
   dim: int
   dropout: float = 0.0
   dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
   scores: str = 'learned'
   attention_dim: Optional[int] = None
   hidden_dim: Optional[int] = None
@@ -52,13 +53,16 @@ class WeightedSum(nn.Module):
     pooled, present = base.pool(tokens, masks, self.modalities)  # [B, M, D]
     if self.scores == 'learned':
       scores = self.param('logits', layers.bias((None,)),
-                          (len(self.modalities),))[None]  # [1, M]
+                          (len(self.modalities),),
+                          self.param_dtype)[None]  # [1, M]
     elif self.scores == 'content':
       attention_dim = base.width(self.attention_dim, self.dim, 'attention_dim')
       h = jnp.tanh(layers.dense(attention_dim, 'embed', 'mlp', self.dtype,
-                                name='score_hidden')(pooled))
+                                name='score_hidden',
+                                param_dtype=self.param_dtype)(pooled))
       scores = layers.dense(1, 'mlp', None, self.dtype, use_bias=False,
-                            name='score')(h)[..., 0]  # [B, M]
+                            name='score', param_dtype=self.param_dtype)(
+                                h)[..., 0]  # [B, M]
     else:
       raise ConfigError('model.fusion.scores', f'got {self.scores!r}; '
                         f'expected one of {", ".join(SCORES)}.')
@@ -66,7 +70,7 @@ class WeightedSum(nn.Module):
     self.sow('intermediates', 'weights', weights)
     x = jnp.einsum('bm,bmd->bd', weights.astype(pooled.dtype), pooled)
     x = base.HiddenLayer(hidden_dim, self.dropout, self.dtype,
-                         name='hidden')(x, train=train)
+                         self.param_dtype, name='hidden')(x, train=train)
     return base.FusionOutput(pooled=x)
 
 

@@ -1,0 +1,65 @@
+r"""Benchmarks the training step of a config: compile time, step time,
+examples/s, FLOPs per step (analytic and XLA's), MFU and peak memory.
+
+  python experiments/bench_throughput.py --config=configs/bench.py \
+      --steps=10 --warmup=2 --out=benchmarks/throughput.json
+  python experiments/bench_throughput.py --config=configs/bench.py \
+      --config.model.remat=full --label='remat full' \
+      --out=benchmarks/throughput.json
+
+Each run appends its result to the JSON list in --out and prints the table of
+every result there, so several runs (say, remat off and on) make one table.
+MFU is measured against a large matrix product timed on the same devices in
+the same run; see mmjax/bench.py for how every figure is measured.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from mmjax import bench
+from mmjax.train.writers import quiet_library_logs
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/bench.py', 'Config file, optionally with a variant.',
+    lock_config=True)
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (0: compile only).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
+_OUT = flags.DEFINE_string('out', None, 'JSON file the result is appended to.')
+_LABEL = flags.DEFINE_string('label', None, 'Name of this run in the table '
+                             '(default: the config file and its settings).')
+_PEAK_SIZES = flags.DEFINE_list('peak_sizes', None, 'Matrix sizes of the '
+                                'peak FLOP/s products (default by platform).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  quiet_library_logs()
+  if _STEPS.value < 0 or _WARMUP.value < 0:
+    raise app.UsageError('--steps and --warmup must be >= 0')
+  result = bench.benchmark(_CONFIG.value, steps=_STEPS.value,
+                           warmup=_WARMUP.value,
+                           peak_sizes=_PEAK_SIZES.value and [
+                               int(n) for n in _PEAK_SIZES.value])
+  result['label'] = _LABEL.value or (
+      f'{flags.FLAGS["config"].config_filename} dtype={result["dtype"]} '
+      f'remat={result["remat"]} scan={result["scan_layers"]} '
+      f'attention={result["attention"]} batch={result["batch_size"]}')
+  results = [result]
+  if _OUT.value:
+    if os.path.exists(_OUT.value):
+      with open(_OUT.value) as f:
+        results = json.load(f) + results
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, 'w') as f:
+      json.dump(results, f, indent=2)
+  print(f'{result["device"]}; ' + ', '.join(
+      f'{k}={result[k]}' for k in ('peak_memory_source', 'jax_version')))
+  print(bench.format_table(results))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,66 @@
+r"""Converts a JSONL or CSV manifest of your own data into a TFDS dataset.
+
+  python experiments/prepare_dataset.py --manifest=data/pets.jsonl \
+      --name=pets --data_dir=~/tensorflow_datasets [--sample_rate=16000] \
+      [--label_names=cat,dog | --label_names=@labels.txt] [--skip_bad_rows] \
+      [--overwrite]
+
+writes DATA_DIR/NAME/1.0.0/ (array_record). The manifest format, the stored
+features and the checks are described in mmjax/data/manifest.py. Bad input
+stops the run with a message naming the manifest line and file; with
+--skip_bad_rows bad rows are skipped and listed in skipped_rows.jsonl.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+from mmjax.data import manifest
+from mmjax.train.writers import quiet_library_logs
+
+_MANIFEST = flags.DEFINE_string('manifest', None, 'The .jsonl / .json or .csv '
+                                'manifest.')
+_NAME = flags.DEFINE_string('name', None, 'The dataset name (snake_case).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'The TFDS data directory.')
+_SAMPLE_RATE = flags.DEFINE_integer('sample_rate', 16000, 'Stored audio rate '
+                                    '(Hz); audio is resampled to it.')
+_LABEL_NAMES = flags.DEFINE_string(
+    'label_names', None, "Class names, 'a,b,c' or '@file' (one per line); "
+    "default: the sorted labels of the 'train' split.")
+_SKIP_BAD_ROWS = flags.DEFINE_bool('skip_bad_rows', False, 'Skip and report '
+                                   'bad rows instead of stopping.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing '
+                               'dataset of this name.')
+flags.mark_flags_as_required(['manifest', 'name', 'data_dir'])
+# Skipped rows printed; all are in skipped_rows.jsonl.
+_SHOW_SKIPPED = 20
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  quiet_library_logs()
+  try:
+    label_names = (manifest.parse_label_names(_LABEL_NAMES.value)
+                   if _LABEL_NAMES.value else None)
+    report = manifest.prepare_manifest(
+        _MANIFEST.value, _NAME.value, _DATA_DIR.value,
+        sample_rate=_SAMPLE_RATE.value, label_names=label_names,
+        skip_bad_rows=_SKIP_BAD_ROWS.value, overwrite=_OVERWRITE.value)
+  except manifest.ManifestError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  splits = ', '.join(f'{s}: {n}' for s, n in report.num_examples.items())
+  print(f'Wrote {report.dataset_dir} ({splits}; features: '
+        f'{", ".join(report.features)}).')
+  if report.skipped:
+    print(f'Skipped {len(report.skipped)} bad row(s), listed in '
+          f'{report.dataset_dir}/{manifest.SKIPPED_ROWS_FILE}:')
+    for row in report.skipped[:_SHOW_SKIPPED]:
+      print(f'  {row.reason}')
+    if len(report.skipped) > _SHOW_SKIPPED:
+      print(f'  ... ({len(report.skipped) - _SHOW_SKIPPED} more)')
+
+
+if __name__ == '__main__':
+  app.run(main)

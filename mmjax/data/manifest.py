@@ -1,0 +1,826 @@
+r"""Bring your own data: a JSONL or CSV manifest -> a TFDS dataset.
+
+    prepare_manifest('data/manifest.jsonl', 'pets', '~/tensorflow_datasets')
+
+writes `DATA_DIR/NAME/1.0.0/`, a normal TFDS dataset directory that any
+process reads with `tfds.builder(NAME, data_dir=DATA_DIR)` (or
+`tfds.builder_from_directory`) and `builder.as_data_source(split)`, without
+importing this module.
+
+Manifest
+  One row per example; the format follows the extension: `.jsonl` / `.json`
+  (JSON Lines: one JSON object per line, blank lines ignored) or `.csv` (a
+  header row, then one row per example). Columns:
+
+  - `split` (required): any split name, e.g. train / validation / test.
+  - `image`: path of an image file Pillow decodes (PNG, JPEG, ...).
+  - `audio`: path of an audio file soundfile decodes (WAV, FLAC, ...).
+  - `text`: the example's text.
+  - `label` (one class name) or `labels` (several: a JSON list in JSONL,
+    ';'-separated in CSV), or neither.
+
+  Paths are relative to the manifest's directory (absolute paths work too).
+  The dataset's features are the modality columns the manifest has; a row
+  leaves a modality out with an empty CSV cell, or a missing / null JSON key.
+  A text that is present but empty or whitespace-only is an error (in JSONL
+  `""` is not a way to say "no text"). An empty `labels` cell or list means no
+  positive class.
+
+Stored features (per modality column of the manifest)
+  - `image`: the original encoded file bytes, Tensor((), object); the input
+    pipeline's `decode_image` op decodes them. Validated here by a full decode.
+  - `audio`: int16 [samples], mono (channels averaged), resampled to
+    `sample_rate` with a polyphase filter of the exact rational ratio.
+  - `text`: Text.
+  - `label`: ClassLabel; `labels`: Sequence(ClassLabel). The names are the
+    given `label_names`, else the sorted labels of the 'train' split (of all
+    rows when there is no 'train' split).
+
+Missing modalities
+  A row without a modality stores its empty value (image b'', audio of length
+  0, text '') and `<modality>_present = False`; every modality feature has a
+  boolean `<modality>_present` companion.
+
+Bad input
+  Every problem raises a `ManifestError` that names the manifest line and the
+  offending file and says how to fix it; nothing is written then. With
+  `skip_bad_rows=True`, bad rows are skipped instead and reported (the returned
+  `Report`, the log, and `skipped_rows.jsonl` in the dataset directory). Row
+  problems, by `kind`: bad_json, bad_row (malformed cells), no_split,
+  bad_split, no_modality, missing_file, bad_image, bad_audio, empty_text,
+  no_label, bad_label, unknown_label. Problems with the manifest as a whole
+  (missing file, unknown columns, no rows, ...) always raise.
+
+The dataset's description and metadata (`builder.info.metadata`) record the
+source manifest, the sample rate and the number of skipped rows. Examples keep
+manifest order within a split (the pipeline shuffles).
+"""
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import tempfile
+import warnings
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import scipy.io.wavfile
+import scipy.signal
+import soundfile
+import tensorflow_datasets as tfds
+
+MODALITIES = ('image', 'audio', 'text')
+COLUMNS = ('split',) + MODALITIES + ('label', 'labels')
+DATASET_VERSION = '1.0.0'
+SKIPPED_ROWS_FILE = 'skipped_rows.jsonl'
+# TFDS split names are `[\w-]+` ('all' is reserved); dataset names are
+# identifiers, kept snake_case as in the TFDS catalog.
+_SPLIT_RE = re.compile(r'^[\w-]+$')
+_NAME_RE = re.compile(r'^[a-z][a-z0-9_]*$')
+# Decoding for validation runs in threads: Pillow and libsndfile release the
+# GIL while they decode.
+_NUM_WORKERS = min(8, os.cpu_count() or 1)
+# At most this many other bad rows are listed in an error or a log line.
+_LIST_AT_MOST = 10
+
+Label = Union[None, str, Tuple[str, ...]]
+
+
+class ManifestError(ValueError):
+  """A manifest (or one of its rows or files) that cannot be converted.
+
+  Attributes:
+    line: the 1-based manifest line of the problem, None for the manifest as a
+      whole.
+    path: the offending data file (image / audio) or, for problems of the
+      manifest as a whole, the manifest; None when no file is at fault.
+    kind: a short name of the problem, e.g. 'missing_file' (see the module
+      docstring).
+  """
+
+  def __init__(self, message: str, *, line: Optional[int] = None,
+               path: Optional[str] = None, kind: str = 'manifest'):
+    super().__init__(message)
+    self.line, self.path, self.kind = line, path, kind
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedRow:
+  """A manifest row left out by `skip_bad_rows`."""
+  line: int
+  path: Optional[str]  # The offending file, if a file is at fault.
+  kind: str
+  reason: str  # The ManifestError message.
+
+
+@dataclasses.dataclass
+class Report:
+  """What `prepare_manifest` wrote.
+
+  Attributes:
+    dataset_dir: DATA_DIR/NAME/1.0.0.
+    num_examples: split -> number of examples, in manifest order of the splits.
+    features: the stored feature names.
+    label_names: the class names, None without a label column.
+    skipped: the bad rows left out, in line order.
+  """
+  dataset_dir: str
+  num_examples: Dict[str, int]
+  features: List[str]
+  label_names: Optional[List[str]]
+  skipped: List[SkippedRow]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  """One valid-looking manifest row; file paths are absolute."""
+  line: int
+  split: str
+  image: Optional[str]
+  audio: Optional[str]
+  text: Optional[str]
+  label: Label  # str for 'label', tuple for 'labels', None without either.
+
+
+class _Problems:
+  """The bad rows found so far: raised at once, or collected for skipping."""
+
+  def __init__(self, skip_bad_rows: bool):
+    self.skip_bad_rows = skip_bad_rows
+    self.errors: List[ManifestError] = []
+
+  def add(self, error: ManifestError) -> None:
+    self.errors.append(error)
+
+  def check(self) -> None:
+    """Raises the first bad row's error, unless bad rows are skipped."""
+    if self.skip_bad_rows or not self.errors:
+      return
+    self.errors.sort(key=lambda e: e.line)
+    first, others = self.errors[0], self.errors[1:]
+    message = str(first)
+    if others:
+      message += (f'\n{len(others)} more bad row(s): '
+                  f'{_describe_lines(others)}.')
+    message += ('\nFix the rows, or skip bad rows (skip_bad_rows=True, '
+                '--skip_bad_rows).')
+    raise ManifestError(message, line=first.line, path=first.path,
+                        kind=first.kind)
+
+  @property
+  def skipped(self) -> List[SkippedRow]:
+    return sorted((SkippedRow(e.line, e.path, e.kind, str(e))
+                   for e in self.errors), key=lambda s: s.line)
+
+
+def _describe_lines(errors) -> str:
+  """'line 3 (missing_file), ...' of ManifestErrors or SkippedRows."""
+  listed = ', '.join(f'line {e.line} ({e.kind})'
+                     for e in errors[:_LIST_AT_MOST])
+  if len(errors) > _LIST_AT_MOST:
+    listed += f', ... ({len(errors) - _LIST_AT_MOST} more)'
+  return listed
+
+
+def parse_label_names(value: str) -> List[str]:
+  """'a,b,c' or '@file' (one name per line) -> the list of class names."""
+  if value.startswith('@'):
+    path = os.path.expanduser(value[1:])
+    try:
+      with open(path, encoding='utf-8') as f:
+        names = [line.strip() for line in f]
+    except OSError as e:
+      raise ManifestError(f'cannot read the label names file {path}: {e}. '
+                          'Give a file with one class name per line.',
+                          path=path) from e
+    names = [n for n in names if n]
+  else:
+    names = [n.strip() for n in value.split(',')]
+  if not names or not all(names):
+    raise ManifestError(f'label names {value!r}: give non-empty names, as '
+                        "'a,b,c' or '@file' with one name per line.")
+  return names
+
+
+# -- Reading the manifest ----------------------------------------------------
+
+
+def _read_jsonl(path: str) -> Iterator[Tuple[int, Union[dict,
+                                                        ManifestError]]]:
+  """Yields (line number, cells or the row's JSON error) per non-blank line."""
+  with open(path, 'rb') as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        text = raw.decode('utf-8').strip()
+        if not text:
+          continue
+        cells = json.loads(text)
+      except UnicodeDecodeError as e:
+        yield number, _row_error(path, number, 'bad_json',
+                                 f'the line is not UTF-8 ({e.reason}); save '
+                                 'the manifest as UTF-8.')
+        continue
+      except json.JSONDecodeError as e:
+        yield number, _row_error(path, number, 'bad_json',
+                                 f'malformed JSON ({e.msg} at column '
+                                 f'{e.colno}); each line must be one JSON '
+                                 'object, e.g. {"split": "train", "text": '
+                                 '"..."}.')
+        continue
+      if not isinstance(cells, dict):
+        yield number, _row_error(path, number, 'bad_json',
+                                 'expected a JSON object, got '
+                                 f'{type(cells).__name__}; each line must be '
+                                 'one JSON object.')
+        continue
+      yield number, cells
+
+
+def _read_csv(path: str) -> Iterator[Tuple[int, Union[dict,
+                                                      ManifestError]]]:
+  """Yields (line number, cells) per row after the header; '' cells -> None."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    text = data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    raise ManifestError(f'{path}:{line}: not UTF-8 ({e.reason}); save the '
+                        'manifest as UTF-8.', line=line, path=path) from e
+  reader = csv.reader(io.StringIO(text, newline=''))
+  try:
+    header = next(reader, None)
+    if header is None:
+      return
+    header = [h.strip() for h in header]
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+      raise ManifestError(f'{path}:1: duplicate columns {duplicates} in the '
+                          'header; keep one of each.', line=1, path=path)
+    last_line = reader.line_num
+    for cells in reader:
+      # A quoted cell may span lines; a row starts after the previous one.
+      number, last_line = last_line + 1, reader.line_num
+      if not any(c.strip() for c in cells):
+        continue  # A blank line.
+      if len(cells) > len(header):
+        yield number, _row_error(path, number, 'bad_row',
+                                 f'{len(cells)} cells but the header has '
+                                 f'{len(header)} columns; quote cells that '
+                                 'contain commas.')
+        continue
+      yield number, {h: c if c != '' else None for h, c in zip(header, cells)}
+  except csv.Error as e:
+    raise ManifestError(f'{path}:{reader.line_num}: malformed CSV ({e}); fix '
+                        'the quoting.', line=reader.line_num, path=path) from e
+
+
+def _row_error(manifest: str, line: int, kind: str, message: str,
+               path: Optional[str] = None) -> ManifestError:
+  return ManifestError(f'{manifest}:{line}: {message}', line=line, path=path,
+                       kind=kind)
+
+
+def _read_manifest(path: str) -> Tuple[List[str], list]:
+  """-> (the manifest's columns, [(line, cells or ManifestError)])."""
+  readers = {'.jsonl': _read_jsonl, '.json': _read_jsonl, '.csv': _read_csv}
+  extension = os.path.splitext(path)[1].lower()
+  if extension not in readers:
+    raise ManifestError(f'{path}: unknown manifest format {extension!r}; name '
+                        'the file *.jsonl (JSON Lines) or *.csv.', path=path)
+  if not os.path.isfile(path):
+    raise ManifestError(f'{path}: manifest not found; check the path.',
+                        path=path)
+  rows = list(readers[extension](path))
+  if not rows:
+    raise ManifestError(f'{path}: the manifest has no rows; add one row per '
+                        'example (see mmjax/data/manifest.py).', path=path)
+  if not any(isinstance(cells, dict) for _, cells in rows):
+    raise rows[0][1]  # No row parses: its error says more than any other.
+  first_line = {}
+  for line, cells in rows:
+    if isinstance(cells, dict):
+      for column in cells:
+        first_line.setdefault(column, line)
+  if extension == '.csv':
+    first_line = {c: 1 for c in first_line}  # The header names them.
+  unknown = [c for c in first_line if c not in COLUMNS]
+  if unknown:
+    where = ', '.join(f'{c!r} (line {first_line[c]})' for c in unknown)
+    raise ManifestError(f'{path}: unknown columns {where}; valid columns are '
+                        f'{", ".join(COLUMNS)}. Rename or remove them.',
+                        line=first_line[unknown[0]], path=path)
+  columns = [c for c in COLUMNS if c in first_line]
+  if 'split' not in columns:
+    raise ManifestError(f"{path}: no 'split' column; give every row a split, "
+                        'e.g. train or test.', path=path)
+  if not any(m in columns for m in MODALITIES):
+    raise ManifestError(f'{path}: none of the columns {", ".join(MODALITIES)};'
+                        ' give every row at least one modality.', path=path)
+  if 'label' in columns and 'labels' in columns:
+    raise ManifestError(f"{path}: both 'label' and 'labels' columns; use "
+                        "'label' for one class per example or 'labels' for "
+                        'several.', path=path)
+  return columns, rows
+
+
+# -- Checking rows -----------------------------------------------------------
+
+
+def _parse_row(manifest: str, line: int, cells: dict, is_csv: bool,
+               label_column: Optional[str]) -> _Row:
+  """Checks a row's cells (no decoding) -> _Row; raises ManifestError."""
+
+  def error(kind, message, path=None):
+    return _row_error(manifest, line, kind, message, path)
+
+  def string(column):
+    value = cells.get(column)
+    if value is not None and not isinstance(value, str):
+      raise error('bad_row', f'{column!r} must be a string, got '
+                  f'{json.dumps(value)}.')
+    return value
+
+  split = (string('split') or '').strip()
+  if not split:
+    raise error('no_split', "the row has no 'split'; set it, e.g. to train or "
+                'test.')
+  if not _SPLIT_RE.match(split) or split.lower() == 'all':
+    raise error('bad_split', f'split {split!r} is not a valid split name; use '
+                "letters, digits, '_' and '-' (not 'all').")
+  files = {}
+  for modality in ('image', 'audio'):
+    value = (string(modality) or '').strip()
+    if value:
+      path = os.path.join(os.path.dirname(manifest),
+                          os.path.expanduser(value))
+      if not os.path.isfile(path):
+        raise error('missing_file', f'{modality} file not found: {path} '
+                    "(relative paths start at the manifest's directory). Fix "
+                    'the path or remove the row.', path)
+      files[modality] = path
+  text = string('text')
+  if text is not None and not text.strip():
+    how = ('leave the cell empty' if is_csv else 'leave the key out or set '
+           'it to null')
+    raise error('empty_text', f"'text' is empty; give the text, or {how} "
+                'when the row has no text.')
+  if not files and text is None:
+    raise error('no_modality', 'the row has no image, audio or text; give at '
+                'least one or remove the row.')
+  return _Row(line, split, files.get('image'), files.get('audio'), text,
+              _parse_label(cells.get(label_column), label_column, is_csv,
+                           error))
+
+
+def _parse_label(value, column: Optional[str], is_csv: bool, error) -> Label:
+  """A row's `value` of the 'label' (-> str) or 'labels' (-> tuple) column."""
+  if column is None:
+    return None
+  if column == 'label':
+    if isinstance(value, int) and not isinstance(value, bool):
+      value = str(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+      raise error('no_label', "the row has no 'label'; give its class name or "
+                  'remove the row.')
+    if not isinstance(value, str):
+      raise error('bad_label', f"'label' must be one class name, got "
+                  f"{json.dumps(value)}; use a 'labels' column for several.")
+    names = (value.strip(),)
+  else:
+    # An empty CSV cell, like a missing key or null, means no positive class.
+    if value is None:
+      value = []
+    elif is_csv:
+      value = value.split(';')
+    elif not (isinstance(value, list) and
+              all(isinstance(v, str) for v in value)):
+      raise error('bad_label', "'labels' must be a JSON list of class names, "
+                  f'got {json.dumps(value)}.')
+    names = tuple(v.strip() for v in value)
+    if not all(names) or len(set(names)) < len(names):
+      raise error('bad_label', f"'labels' {list(names)} has an empty or "
+                  'repeated name; list each class once.')
+  if any('\n' in n for n in names):
+    raise error('bad_label', 'a class name contains a line break; remove it.')
+  return names[0] if column == 'label' else names
+
+
+def _check_labels(manifest: str, row: _Row, label_names: Sequence[str],
+                  given: bool) -> None:
+  """Raises ManifestError for a label of `row` outside `label_names`."""
+  names = (row.label,) if isinstance(row.label, str) else row.label or ()
+  unknown = [n for n in names if n not in label_names]
+  if not unknown:
+    return
+  if given:
+    why = (f'not in the given label names ({len(label_names)}: '
+           f'{", ".join(label_names[:_LIST_AT_MOST])}'
+           f'{", ..." if len(label_names) > _LIST_AT_MOST else ""}); fix the '
+           'label or add it to the label names.')
+  else:
+    why = ("never seen in the 'train' split, so the model cannot learn it; fix "
+           'the label, or give label names that include it.')
+  raise _row_error(manifest, row.line, 'unknown_label',
+                   f'unknown label {unknown[0]!r} (split {row.split!r}): {why}')
+
+
+def _check_media(manifest: str, row: _Row) -> None:
+  """Fully decodes the row's image and audio; raises ManifestError."""
+  if row.image:
+    try:
+      with Image.open(row.image) as image:
+        image.load()  # Decodes every pixel, so a truncated file fails.
+    except Exception as e:  # Pillow's decoders raise many exception types.
+      raise _row_error(manifest, row.line, 'bad_image',
+                       f'cannot decode image {row.image} '
+                       f'({type(e).__name__}: {e}); replace it with a valid '
+                       'PNG or JPEG file or remove the row.', row.image) from e
+  if row.audio:
+    _decode_audio(manifest, row)
+
+
+# -- Audio ---------------------------------------------------------------------
+
+
+def _wav_truncation(path: str) -> Optional[str]:
+  """Why a RIFF WAV file is shorter than its header says, or None.
+
+  libsndfile reads a truncated WAV without complaint (it trusts the file
+  length), so the 'data' chunk's declared size is checked here.
+  """
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    header = f.read(12)
+    if len(header) < 12 or header[8:12] != b'WAVE' or header[:4] not in (
+        b'RIFF', b'RIFX'):
+      return None  # Not a plain RIFF WAV (e.g. RF64): the decoder checks it.
+    endian = '<' if header[:4] == b'RIFF' else '>'
+    position = 12
+    while position + 8 <= size:
+      f.seek(position)
+      chunk, chunk_size = struct.unpack(endian + '4sI', f.read(8))
+      if chunk == b'data':
+        # Writers that stream (unknown length) put 0 or 0xFFFFFFFF here.
+        if chunk_size in (0, 0xFFFFFFFF):
+          return None
+        available = size - position - 8
+        if available < chunk_size:
+          return (f'truncated: its data chunk declares {chunk_size} bytes but '
+                  f'the file holds {available}')
+        return None
+      position += 8 + chunk_size + (chunk_size & 1)  # Chunks are word-aligned.
+  return None
+
+
+def _read_audio(path: str) -> Tuple[np.ndarray, int]:
+  """Decodes an audio file -> (float32 [frames, channels] in [-1, 1], rate).
+
+  Raises:
+    ValueError, RuntimeError, OSError: the file cannot be decoded in full.
+  """
+  problem = _wav_truncation(path)
+  if problem:
+    raise ValueError(problem)
+  try:
+    with soundfile.SoundFile(path) as f:
+      frames, rate = f.frames, f.samplerate
+      audio = f.read(dtype='float32', always_2d=True)
+    if len(audio) < frames:
+      raise ValueError(f'truncated: {len(audio)} of {frames} frames decode')
+    return audio, rate
+  except soundfile.LibsndfileError:
+    with open(path, 'rb') as f:
+      if f.read(4) not in (b'RIFF', b'RIFX', b'RF64'):
+        raise
+  # scipy reads some WAV variants libsndfile rejects; make its "file ends
+  # early" warning an error rather than keep a cut-off waveform.
+  with warnings.catch_warnings():
+    warnings.filterwarnings('error', message='Reached EOF prematurely',
+                            category=scipy.io.wavfile.WavFileWarning)
+    rate, audio = scipy.io.wavfile.read(path)
+  audio = audio.reshape(len(audio), -1)
+  if np.issubdtype(audio.dtype, np.unsignedinteger):  # 8-bit WAV: offset.
+    half = (int(np.iinfo(audio.dtype).max) + 1) / 2
+    audio = (audio - half) / half
+  elif np.issubdtype(audio.dtype, np.integer):
+    audio = audio / (int(np.iinfo(audio.dtype).max) + 1)
+  return audio.astype(np.float32), rate
+
+
+def _decode_audio(manifest: str, row: _Row) -> Tuple[np.ndarray, int]:
+  """The row's audio file decoded (see _read_audio); raises ManifestError."""
+  try:
+    audio, rate = _read_audio(row.audio)
+    if not audio.size:
+      raise ValueError('it holds no samples')
+  except (ValueError, RuntimeError, OSError, EOFError, struct.error) as e:
+    raise _row_error(manifest, row.line, 'bad_audio',
+                     f'cannot decode audio {row.audio} ({e}); replace it with '
+                     'a valid WAV or FLAC file or remove the row.',
+                     row.audio) from e
+  return audio, rate
+
+
+def _load_audio(manifest: str, row: _Row, sample_rate: int) -> np.ndarray:
+  """The row's audio as int16 [samples] at `sample_rate`, mono."""
+  audio, rate = _decode_audio(manifest, row)
+  mono = audio.mean(axis=1)
+  if rate != sample_rate:
+    g = math.gcd(rate, sample_rate)
+    mono = scipy.signal.resample_poly(mono, sample_rate // g, rate // g)
+  # x 32768 undoes soundfile's int16 -> float scaling, so 16-bit audio at the
+  # target rate is stored bit-exact.
+  return np.clip(np.round(mono * 32768), -32768, 32767).astype(np.int16)
+
+
+# -- The dataset ---------------------------------------------------------------
+
+
+def _features(
+    columns: Sequence[str],
+    label_names: Optional[Sequence[str]]) -> tfds.features.FeaturesDict:
+  """The stored features of a manifest with `columns` (module docstring)."""
+  features = {}
+  if 'image' in columns:
+    # Encoded bytes: the pipeline decodes them (an Image feature would need
+    # TensorFlow to encode).
+    features['image'] = tfds.features.Tensor(shape=(), dtype=np.object_)
+  if 'audio' in columns:
+    features['audio'] = tfds.features.Tensor(
+        shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES)
+  if 'text' in columns:
+    features['text'] = tfds.features.Text()
+  for modality in MODALITIES:
+    if modality in columns:
+      features[f'{modality}_present'] = tfds.features.Scalar(dtype=np.bool_)
+  if 'label' in columns:
+    features['label'] = tfds.features.ClassLabel(names=label_names)
+  if 'labels' in columns:
+    features['labels'] = tfds.features.Sequence(
+        tfds.features.ClassLabel(names=label_names))
+  return tfds.features.FeaturesDict(features)
+
+
+def _example(manifest: str, row: _Row, columns: Sequence[str],
+             sample_rate: int) -> dict:
+  """A row's example, with empty values for its missing modalities."""
+  example = {}
+  if 'image' in columns:
+    if row.image:
+      with open(row.image, 'rb') as f:
+        example['image'] = f.read()
+    else:
+      example['image'] = b''
+  if 'audio' in columns:
+    example['audio'] = (_load_audio(manifest, row, sample_rate) if row.audio
+                        else np.zeros(0, np.int16))
+  if 'text' in columns:
+    example['text'] = row.text if row.text is not None else ''
+  for modality in MODALITIES:
+    if modality in columns:
+      example[f'{modality}_present'] = getattr(row, modality) is not None
+  if 'label' in columns:
+    example['label'] = row.label
+  if 'labels' in columns:
+    example['labels'] = list(row.label)
+  return example
+
+
+class _ManifestBuilder(tfds.core.GeneratorBasedBuilder,
+                       skip_registration=True):
+  """Writes the checked rows of one manifest (one instance per call).
+
+  Not registered: readers use the generic directory reader, so a dataset is
+  read the same way in a process that never imported this module.
+  """
+
+  VERSION = tfds.core.Version(DATASET_VERSION)
+  RELEASE_NOTES = {DATASET_VERSION: 'Prepared from a manifest.'}
+
+  def __init__(self, *, name: str, data_dir: str, manifest: str,
+               rows: Dict[str, List[_Row]], columns: Sequence[str],
+               features: tfds.features.FeaturesDict, sample_rate: int,
+               description: str, num_skipped_rows: int):
+    self.name = name  # TFDS reads the dataset name from this attribute.
+    self._manifest, self._rows, self._columns = manifest, rows, columns
+    self._features, self._sample_rate = features, sample_rate
+    self._description, self._num_skipped = description, num_skipped_rows
+    super().__init__(data_dir=data_dir, file_format='array_record')
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self._description,
+        features=self._features,
+        metadata=tfds.core.MetadataDict(
+            manifest=self._manifest, sample_rate=self._sample_rate,
+            num_skipped_rows=self._num_skipped),
+        # Manifest order within a split, so example i is traceable.
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    return {split: self._generate_examples(rows)
+            for split, rows in self._rows.items()}
+
+  def _generate_examples(self, rows: List[_Row]):
+    for row in rows:
+      yield row.line, _example(self._manifest, row, self._columns,
+                               self._sample_rate)
+
+
+def _description(manifest: str, num_examples: Dict[str, int],
+                 sample_rate: int, skipped: List[SkippedRow]) -> str:
+  splits = ', '.join(f'{n} {s}' for s, n in num_examples.items())
+  kinds = collections.Counter(s.kind for s in skipped)
+  skipped_text = (f'{len(skipped)} bad rows skipped '
+                  f'({", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))}'
+                  f'; listed in {SKIPPED_ROWS_FILE})' if skipped
+                  else 'no rows skipped')
+  return (f'Prepared by mmjax.data.manifest from {manifest}: {splits} '
+          f'examples; audio at {sample_rate} Hz; {skipped_text}. A missing '
+          "modality is stored empty with '<modality>_present' = False.")
+
+
+def _check_arguments(name: str, sample_rate: int) -> None:
+  if not _NAME_RE.match(name):
+    raise ManifestError(f'dataset name {name!r}: use snake_case (lowercase '
+                        'letters, digits and _, starting with a letter).')
+  if name in tfds.list_builders(with_community_datasets=False):
+    raise ManifestError(f'dataset name {name!r} is taken by a registered TFDS '
+                        f'dataset, which tfds.builder({name!r}) would load '
+                        'instead; choose another name.')
+  if not isinstance(sample_rate, int) or sample_rate <= 0:
+    raise ManifestError(f'sample rate {sample_rate!r}: give a positive number '
+                        'of Hz, e.g. 16000.')
+
+
+def _check_rows(manifest: str, columns: Sequence[str], rows: list,
+                label_names: Optional[Sequence[str]], problems: _Problems
+               ) -> Tuple[List[_Row], Optional[List[str]]]:
+  """All checks, cheapest first -> (good rows, label names)."""
+  is_csv = manifest.lower().endswith('.csv')
+  label_column = next((c for c in ('label', 'labels') if c in columns), None)
+  if label_names is not None and not label_column:
+    raise ManifestError(f"{manifest}: label names are given but there is no "
+                        "'label' or 'labels' column; add one or drop the "
+                        'label names.', path=manifest)
+  good = []
+  for line, cells in rows:
+    try:
+      if isinstance(cells, ManifestError):
+        raise cells
+      row = _parse_row(manifest, line, cells, is_csv, label_column)
+      if label_names is not None and row.label is not None:
+        _check_labels(manifest, row, label_names, given=True)
+      good.append(row)
+    except ManifestError as e:
+      problems.add(e)
+  problems.check()  # Early: before decoding any file.
+
+  def decodes(row):
+    try:
+      _check_media(manifest, row)
+      return True
+    except ManifestError as e:
+      problems.add(e)
+      return False
+
+  with concurrent.futures.ThreadPoolExecutor(_NUM_WORKERS) as pool:
+    good = [row for row, ok in zip(good, pool.map(decodes, good)) if ok]
+  problems.check()
+
+  if label_names is None and label_column and good:
+    # Names come from the rows that will be stored in 'train'.
+    train = [r for r in good if r.split == 'train'] or good
+    label_names = sorted({n for r in train for n in (
+        (r.label,) if isinstance(r.label, str) else r.label)})
+    if not label_names:
+      raise ManifestError(f'{manifest}: no row has a label; give some labels '
+                          'or the label names.', path=manifest)
+    kept = []
+    for row in good:
+      try:
+        _check_labels(manifest, row, label_names, given=False)
+        kept.append(row)
+      except ManifestError as e:
+        problems.add(e)
+    good = kept
+    problems.check()
+  return good, list(label_names) if label_names is not None else None
+
+
+def _install(built: str, dataset_dir: str, trash: str) -> None:
+  """Moves the finished version directory into place, replacing an old one."""
+  os.makedirs(os.path.dirname(dataset_dir), exist_ok=True)
+  if os.path.exists(dataset_dir):
+    os.rename(dataset_dir, trash)
+  os.rename(built, dataset_dir)
+
+
+def prepare_manifest(manifest_path: str, name: str, data_dir: str, *,
+                     sample_rate: int = 16000,
+                     label_names: Optional[Sequence[str]] = None,
+                     skip_bad_rows: bool = False,
+                     overwrite: bool = False) -> Report:
+  """Converts a manifest into the TFDS dataset DATA_DIR/NAME/1.0.0.
+
+  Every row is checked (files decoded) before anything is written; the
+  dataset is generated in a temporary directory under `data_dir` and moved
+  into place only when complete, so a failed run leaves DATA_DIR/NAME as it
+  was.
+
+  Args:
+    manifest_path: a .jsonl / .json or .csv manifest (module docstring).
+    name: the TFDS dataset name (snake_case).
+    data_dir: the TFDS data directory.
+    sample_rate: the stored audio's rate in Hz.
+    label_names: the class names (their order gives the class ids); default:
+      the sorted labels of the 'train' split.
+    skip_bad_rows: skip and report bad rows instead of raising.
+    overwrite: replace an existing DATA_DIR/NAME/1.0.0.
+
+  Returns:
+    A Report of what was written.
+
+  Raises:
+    ManifestError: bad input; the message names the line, the file and a fix.
+  """
+  manifest = os.path.abspath(os.path.expanduser(manifest_path))
+  data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  _check_arguments(name, sample_rate)
+  if label_names is not None:
+    label_names = list(label_names)
+    repeated = sorted({n for n in label_names if label_names.count(n) > 1})
+    if not label_names or repeated or not all(label_names):
+      raise ManifestError(f'label names {label_names}: give each class once, '
+                          f'non-empty (repeated: {repeated}).')
+  dataset_dir = os.path.join(data_dir, name, DATASET_VERSION)
+  if os.path.exists(dataset_dir) and not overwrite:
+    raise ManifestError(f'{dataset_dir} exists already; pass overwrite=True '
+                        '(--overwrite) to replace it, or choose another '
+                        'name.', path=dataset_dir)
+
+  columns, raw_rows = _read_manifest(manifest)
+  problems = _Problems(skip_bad_rows)
+  rows, label_names = _check_rows(manifest, columns, raw_rows, label_names,
+                                  problems)
+  skipped = problems.skipped
+  if not rows:
+    raise ManifestError(f'{manifest}: all {len(skipped)} rows are bad '
+                        f'({_describe_lines(skipped)}); nothing to write.',
+                        path=manifest)
+  by_split = collections.defaultdict(list)
+  for row in rows:
+    by_split[row.split].append(row)
+  num_examples = {split: len(r) for split, r in by_split.items()}
+  features = _features(columns, label_names)
+
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as e:
+    raise ManifestError(f'cannot create the data directory {data_dir} ({e}); '
+                        'give a writable directory.', path=data_dir) from e
+  # Same filesystem as the destination, so the final move is a rename.
+  scratch = tempfile.mkdtemp(prefix=f'.{name}-incomplete-', dir=data_dir)
+  try:
+    builder = _ManifestBuilder(
+        name=name, data_dir=scratch, manifest=manifest, rows=dict(by_split),
+        columns=columns, features=features, sample_rate=sample_rate,
+        description=_description(manifest, num_examples, sample_rate,
+                                 skipped),
+        num_skipped_rows=len(skipped))
+    builder.download_and_prepare()
+    built = os.path.join(scratch, name, DATASET_VERSION)
+    if skipped:
+      with open(os.path.join(built, SKIPPED_ROWS_FILE), 'w') as f:
+        for s in skipped:
+          f.write(json.dumps({'line': s.line, 'file': s.path, 'kind': s.kind,
+                              'reason': s.reason}) + '\n')
+    _install(built, dataset_dir, os.path.join(scratch, 'replaced'))
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+  if skipped:
+    kinds = collections.Counter(s.kind for s in skipped)
+    logging.warning('Skipped %d bad row(s) of %s (%s): %s. All are listed in '
+                    '%s.', len(skipped), manifest,
+                    ', '.join(f'{k}: {n}' for k, n in sorted(kinds.items())),
+                    _describe_lines(skipped),
+                    os.path.join(dataset_dir, SKIPPED_ROWS_FILE))
+  logging.info('Prepared %s (%s) from %s.', dataset_dir, ', '.join(
+      f'{s}: {n}' for s, n in num_examples.items()), manifest)
+  return Report(dataset_dir=dataset_dir, num_examples=num_examples,
+                features=list(features.keys()), label_names=label_names,
+                skipped=skipped)

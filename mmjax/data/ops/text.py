@@ -1,0 +1,68 @@
+"""Text op: tokenise to fixed-length ids with a mask."""
+import dataclasses
+import os
+
+from mmjax.data import tokenizers
+from mmjax.data.ops.general import get
+from mmjax.data.preprocess import Op
+from mmjax.registry import OPS
+
+TOKENIZERS = ('word', 'byte', 'sentencepiece')
+
+
+@OPS.register('tokenize')
+@dataclasses.dataclass
+class Tokenize(Op):
+  """Text -> int32 ids [length] (0 = padding) and `<key>_mask` bool [length].
+
+  Tokenizers: 'word' (the dataset's closed vocabulary, for mmjax's synthetic
+  datasets), 'byte' (UTF-8 bytes, any text) or 'sentencepiece' (a model with
+  at most `vocab_size` pieces, trained offline on the train split's text of
+  this key and stored with the dataset). Sets `meta['vocab_size']`.
+  """
+  length: int
+  key: str = 'text'
+  tokenizer: str = 'word'
+  vocab_size: int = 1000  # sentencepiece only.
+
+  def __post_init__(self):
+    if not isinstance(self.length, int) or self.length <= 0:
+      raise ValueError(f'length must be a positive int, got {self.length!r}')
+    if self.tokenizer not in TOKENIZERS:
+      raise ValueError(f'tokenizer must be one of {", ".join(TOKENIZERS)}, '
+                       f'got {self.tokenizer!r}')
+    self._tokenizer = None
+
+  def _model_file(self, meta) -> str:
+    return os.path.join(meta['dataset_dir'],
+                        f'sentencepiece_{self.key}_{self.vocab_size}.model')
+
+  def setup(self, meta):
+    if self.tokenizer == 'word':
+      if not meta.get('vocabulary'):
+        raise ValueError("tokenizer 'word' needs a dataset with a closed "
+                         "vocabulary; use 'byte' or 'sentencepiece'.")
+      self._tokenizer = tokenizers.WordTokenizer(meta['vocabulary'])
+      meta['vocab_size'] = self._tokenizer.vocab_size
+    elif self.tokenizer == 'byte':
+      self._tokenizer = tokenizers.ByteTokenizer()
+      meta['vocab_size'] = self._tokenizer.vocab_size
+    else:
+      self._model = self._model_file(meta)
+      if os.path.exists(self._model):
+        meta['vocab_size'] = tokenizers.SentencePieceTokenizer(
+            self._model).vocab_size
+      else:  # Known once `prepare` has trained the model.
+        meta['vocab_size'] = None
+
+  def prepare(self, meta):
+    if self.tokenizer == 'sentencepiece' and not os.path.exists(self._model):
+      tokenizers.train_sentencepiece(meta['train_texts'](self.key),
+                                     self.vocab_size, self._model)
+
+  def __call__(self, example, rng):
+    if self._tokenizer is None:  # SentencePiece loads lazily, in each worker.
+      self._tokenizer = tokenizers.SentencePieceTokenizer(self._model)
+    ids, mask = self._tokenizer.encode(get(example, self.key, self),
+                                       self.length)
+    return {**example, self.key: ids, f'{self.key}_mask': mask}
