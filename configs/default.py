@@ -19,27 +19,39 @@ Any single field is also overridable with --config.a.b=value.
 """
 import ml_collections
 
+from mmjax.data.builders import scenes
+
 VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'size', 'modalities', 'mode')
-# Preprocessing of each modality; the config joins those the model uses.
+# Preprocessing ops (mmjax/data/ops) of each modality of 'scenes'; the config
+# joins those the model uses ('|'-separated; see the README).
 PP = dict(
     image='value_range(-1, 1)',
-    # Clips are at most 30,000 samples (3.75 s at 8 kHz).
-    audio='decode_audio|pad_audio(30000)',
+    audio=f'decode_audio|pad_audio({scenes.MAX_AUDIO_SAMPLES})',
     text='tokenize(16)',
 )
 
 
-def parse_variant(arg):
+def parse_variant(arg, keys=VARIANT_KEYS):
   """'fusion=gated,text=lstm' -> {'fusion': 'gated', 'text': 'lstm'}."""
   variant = {}
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
-    if not sep or key not in VARIANT_KEYS:
+    if not sep or key not in keys:
       raise ValueError(
           f'config variant {item!r}: expected key=value with key in '
-          f'{", ".join(VARIANT_KEYS)}')
+          f'{", ".join(keys)}')
     variant[key] = value
   return variant
+
+
+def set_preprocessing(c, pp, pp_eval=None):
+  """Sets input.pp_train and pp_eval to the ops of `pp` and `pp_eval`
+  (modality -> ops; default: `pp`) for the modalities the model uses, in
+  model order (an unknown modality is left to the config check, which names
+  the valid ones)."""
+  def join(ops):
+    return '|'.join(ops[m] for m in c.model.modalities if m in ops)
+  c.input.pp_train, c.input.pp_eval = join(pp), join(pp_eval or pp)
 
 
 def get_config(arg=None):
@@ -60,14 +72,12 @@ def get_config(arg=None):
       sample_rate=0,  # Of the stored audio; 0 -> what the dataset says.
   ))
   modalities = variant.get('modalities', 'image+audio+text').split('+')
-  # Preprocessing ops (mmjax/data/ops), '|'-separated; see the README.
-  pp = '|'.join(PP[m] for m in modalities if m in PP)
   c.input = ml_collections.ConfigDict(dict(
       global_batch_size=64,
       eval_batch_size=256,
       num_workers=0,  # Grain worker processes; 0 reads in the main process.
-      pp_train=pp,
-      pp_eval=pp,
+      pp_train='',  # Set below by `set_preprocessing`.
+      pp_eval='',
   ))
 
   c.model = ml_collections.ConfigDict(dict(
@@ -89,6 +99,8 @@ def get_config(arg=None):
       fusion=dict(name=variant.get('fusion', 'concat')),
       head_dropout=0.0,
   ))
+
+  set_preprocessing(c, PP)
 
   c.task = ml_collections.ConfigDict(dict(
       name='classification', label_smoothing=0.0, topk=(1, 5)))

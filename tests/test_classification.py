@@ -101,8 +101,9 @@ def test_eval_over_padded_batches_matches_concatenated_rows():
 
   # Top-1 is 'accuracy'; k >= num_classes is always 1 and not reported.
   assert sorted(metrics) == sorted([
-      'loss', 'accuracy', 'top2_accuracy', 'top3_accuracy',
+      'loss', 'num_examples', 'accuracy', 'top2_accuracy', 'top3_accuracy',
       'macro_precision', 'macro_recall', 'macro_f1'])
+  assert metrics['num_examples'] == n  # Padding rows are not counted.
   predictions = logits.argmax(-1)
   rank = (logits > logits[np.arange(n), labels][:, None]).sum(-1)
   # The eval loss is the unsmoothed cross-entropy.
@@ -159,6 +160,7 @@ def test_multilabel_loss_and_metrics():
   metrics = evaluate(task, split_padded(logits, {'label': labels}, 4))
   tp = (predicted & truth).sum(0)
   expected = {'loss': bce(labels).mean(), 'accuracy': exact.mean(),
+              'num_examples': len(labels),
               'label_accuracy': (predicted == truth).mean(),
               **reference_macro(tp, predicted.sum(0), truth.sum(0),
                                 included=np.ones(num_labels, bool))}

@@ -13,14 +13,21 @@ CONFIGS = sorted(os.path.basename(p)[:-3]
                  for p in glob.glob(os.path.join(CONFIG_DIR, '*.py'))
                  if not p.endswith('__init__.py'))
 
+# Configs that need a variant string.
+ARGS = {'manifest': 'name=my_data'}
+
 
 def test_configs_found():
-  assert {'default', 'concat', 'gated', 'cross_attention'} <= set(CONFIGS)
+  assert {'default', 'concat', 'gated', 'cross_attention', 'digits',
+          'manifest'} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_builds_and_runs_one_step(make_config, name):
-  config = importlib.import_module(f'configs.{name}').get_config()
+  """Each config's model and training on the tiny default data (the
+  dataset-specific configs train on their data in test_train_script.py)."""
+  config = importlib.import_module(f'configs.{name}').get_config(
+      ARGS.get(name))
   tiny = make_config()
   config.dataset, config.input = tiny.dataset, tiny.input
   config.num_train_steps, config.optimizer.warmup_steps = 1, 0
@@ -41,3 +48,16 @@ def test_default_variants(make_config, variant):
   _, metrics = experiment.runner.train_step(
       state, next(experiment.train_iterator()))
   assert np.isfinite(float(metrics['loss']))
+
+
+def test_manifest_config_needs_a_dataset_name_and_known_keys():
+  manifest = importlib.import_module('configs.manifest')
+  with pytest.raises(ValueError, match='name=NAME'):
+    manifest.get_config()
+  with pytest.raises(ValueError, match='image_sise'):
+    manifest.get_config('name=pets,image_sise=32')
+  c = manifest.get_config('name=pets,modalities=audio,audio_seconds=0.5,'
+                          'sample_rate=8000')
+  assert c.input.pp_train == ('decode_audio|resample(8000)|'
+                              'random_crop_audio(4000)|pad_audio(4000)')
+  assert c.input.pp_eval == 'decode_audio|resample(8000)|pad_audio(4000)'

@@ -15,7 +15,7 @@ Config (`config.task`, see `default_task_config`):
 Batch keys: 'label' (int [B] class ids, or multi-hot [B, C] when the dataset
 is multi-label) and optional '_mask' [B] (0 marks padding rows).
 
-Eval metrics:
+Eval metrics (and num_examples, the real examples counted):
   single-label  loss, accuracy, top{k}_accuracy, macro_precision,
                 macro_recall, macro_f1.
   multi-label   loss, accuracy (exact match of the whole label set),
@@ -174,7 +174,9 @@ class Classification:
   def finalize(self, stats: Mapping[str, np.ndarray]) -> Dict[str, float]:
     """Eval metrics (see the module docstring) from the summed `eval_stats`."""
     count = max(int(stats['count']), 1)
-    metrics = {'loss': float(stats['loss_sum']) / count}
+    # num_examples: the real (unpadded) examples evaluated.
+    metrics = {'loss': float(stats['loss_sum']) / count,
+               'num_examples': int(stats['count'])}
     if self.multilabel:
       tp, fp, fn = (np.asarray(stats[k], np.float64)
                     for k in ('tp', 'fp', 'fn'))
