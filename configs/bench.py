@@ -27,7 +27,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     raise ValueError(f'configs/bench.py variant {size!r}: expected one of '
                      f'{", ".join(SIZES)}')
   s = SIZES[size]
-  c = default.get_config()
+  c = default.get_config('modalities=image+audio+text,label=label')
   tower = dict(dim=s['dim'], depth=s['depth'], num_heads=s['num_heads'],
                mlp_dim=s['mlp_dim'])
   c.model.dim = s['dim']

@@ -19,7 +19,10 @@ PP = dict(
 
 
 def get_config(arg=None):
-  c = default.get_config(arg)
+  # The label is a digit, which each modality informs on its own: pooled
+  # (concatenation) fusion of all three suits it.
+  c = default.get_config(','.join(filter(None, [
+      'modalities=image+audio+text,label=label,fusion=concat', arg])))
   c.dataset.name = 'digits'
   default.set_preprocessing(c, PP)
   return c

@@ -10,6 +10,7 @@ experiments/prepare_dataset.py, classified by its 'label' column.
 Variant string (after the colon), comma-separated key=value pairs:
   name=NAME            the dataset (--name of prepare_dataset.py); required
   modalities=a+b       the manifest's modality columns the model uses
+                       (default image+text)
   image_size=N         images are resized to N x N (default 64)
   sample_rate=HZ       audio is resampled to HZ (default 16000) ...
   audio_seconds=S      ... and cropped (train: a random window) or padded to
@@ -18,7 +19,8 @@ Variant string (after the colon), comma-separated key=value pairs:
   tokenizer=NAME       'sentencepiece' (default: a model of at most 1000
                        pieces trained on the train split's text, stored with
                        the dataset) or 'byte'
-and the keys of configs/default.py (fusion, image, audio, text, size, mode).
+and the keys of configs/default.py (fusion, image, audio, text, size, mode;
+label=labels for a multi-label manifest).
 The splits are 'train' and 'test' (--config.dataset.eval_split=validation
 to evaluate on another one).
 """
@@ -46,7 +48,8 @@ def get_config(arg=None):
     raise ValueError('configs/manifest.py needs the dataset: '
                      '--config=configs/manifest.py:name=NAME')
   c = default.get_config(','.join(
-      f'{k}={v}' for k, v in variant.items() if k in default.VARIANT_KEYS))
+      ['label=label'] +
+      [f'{k}={v}' for k, v in variant.items() if k in default.VARIANT_KEYS]))
   c.dataset.name = variant['name']
   numbers = dict(image_size=int, sample_rate=int, audio_seconds=float,
                  text_length=int)

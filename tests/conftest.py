@@ -31,7 +31,10 @@ def make_config(data_dir):
   from configs import default
 
   def make(arg=None, **overrides):
-    c = default.get_config(arg)
+    # All three modalities and the 4-class label, so that every test runs
+    # every modality's path; `arg` may override any of these.
+    c = default.get_config(','.join(filter(None, [
+        'modalities=image+audio+text,label=label,fusion=concat', arg])))
     c.dataset.builder_config = 'tiny'
     c.dataset.data_dir = data_dir
     c.input.global_batch_size = 16

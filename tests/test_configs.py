@@ -29,7 +29,13 @@ def test_config_builds_and_runs_one_step(make_config, name):
   config = importlib.import_module(f'configs.{name}').get_config(
       ARGS.get(name))
   tiny = make_config()
-  config.dataset, config.input = tiny.dataset, tiny.input
+  if config.dataset.name == tiny.dataset.name:  # Its own pipeline and label.
+    config.dataset.builder_config = 'tiny'
+    config.dataset.data_dir = tiny.dataset.data_dir
+    config.input.global_batch_size = tiny.input.global_batch_size
+  else:
+    config.dataset, config.input = tiny.dataset, tiny.input
+    config.model.modalities = tiny.model.modalities
   config.num_train_steps, config.optimizer.warmup_steps = 1, 0
   experiment = Experiment(config)
   state = experiment.runner.init(experiment.init_rng)

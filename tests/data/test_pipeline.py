@@ -219,3 +219,19 @@ def test_tokenizers_set_the_vocab_size(spec):
                           'input.pp_train')
     assert pp.meta['vocab_size'] == size
     assert pp(spec.select(spec.source('test')[0]))['text'].max() < size
+
+
+def test_features_map_dataset_keys_to_modalities_and_label(config):
+  """How a dataset with other key names (a TFDS catalog one) is read: here
+  the spoken claim's transcript as 'text' and the object count as 'label'."""
+  config.dataset.features = dict(image='', text='transcript',
+                                 label='num_objects')
+  spec = data.DatasetSpec(config.dataset, ('image', 'text'))
+  assert spec.modalities == ('image', 'text')
+  assert spec.num_classes == 3 and not spec.multilabel
+  assert list(spec.label_names) == ['one', 'two', 'three']
+  stored = spec.source('test')[7]
+  example = spec.select(stored)
+  assert example['text'] == stored['transcript']
+  assert example['label'] == stored['num_objects']
+  assert 'audio' not in example and 'caption' not in example

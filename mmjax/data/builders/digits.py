@@ -27,12 +27,13 @@ a numpy Generator seeded with (seed, split, i).
 """
 import dataclasses
 import functools
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from sklearn import datasets as sklearn_datasets
 import tensorflow_datasets as tfds
 
+from mmjax.data.builders import generated
 from mmjax.data.builders import speech
 
 DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven',
@@ -76,7 +77,7 @@ class DigitsConfig(tfds.core.BuilderConfig):
             'test': len(split_image_ids('test'))}
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+class Digits(generated.GeneratedBuilder):
   """Builder of the 'digits' dataset (see the module docstring)."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -87,41 +88,22 @@ class Digits(tfds.core.GeneratorBasedBuilder):
                    image_noise=0., audio_noise=0.),
   ]
 
-  def __init__(self, *, file_format='array_record', **kwargs):
-    # array_record is the format Grain reads; TFRecord would need TensorFlow.
-    super().__init__(file_format=file_format, **kwargs)
+  def _features(self):
+    return {
+        'image': tfds.features.Tensor(
+            shape=IMAGE_SHAPE, dtype=np.uint8,
+            encoding=tfds.features.Encoding.BYTES),
+        'audio': tfds.features.Tensor(
+            shape=(None,), dtype=np.int16,
+            encoding=tfds.features.Encoding.BYTES),
+        'text': tfds.features.Text(),
+        'label': tfds.features.ClassLabel(names=LABEL_NAMES),
+    }
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(
-                shape=IMAGE_SHAPE, dtype=np.uint8,
-                encoding=tfds.features.Encoding.BYTES),
-            'audio': tfds.features.Tensor(
-                shape=(None,), dtype=np.int16,
-                encoding=tfds.features.Encoding.BYTES),
-            'text': tfds.features.Text(),
-            'label': tfds.features.ClassLabel(names=LABEL_NAMES),
-        }),
-        # Keep example i at position i: consecutive examples already show
-        # different images (see `generate`).
-        disable_shuffling=True,
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download: the digits ship with scikit-learn.
-    return {split: self._generate_examples(split, size)
-            for split, size in self.builder_config.split_sizes.items()}
-
-  def _generate_examples(self, split: str,
-                         size: int) -> Iterator[Tuple[int, dict]]:
+  def _generate_chunk(self, split, indices):
     cfg = self.builder_config
-    chunk = generate(split, range(size), pairs_per_image=cfg.pairs_per_image,
-                     image_noise=cfg.image_noise, audio_noise=cfg.audio_noise)
-    for index in range(size):
-      yield index, {k: v[index] for k, v in chunk.items()}
+    return generate(split, indices, pairs_per_image=cfg.pairs_per_image,
+                    image_noise=cfg.image_noise, audio_noise=cfg.audio_noise)
 
 
 @functools.lru_cache(maxsize=None)

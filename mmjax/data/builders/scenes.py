@@ -33,11 +33,12 @@ Generator seeded with (seed, split, i), so it is the same bytes every time.
 """
 import dataclasses
 import re
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mmjax.data.builders import generated
 from mmjax.data.builders import speech
 
 IMAGE_SIZE = 32
@@ -66,8 +67,6 @@ VOCABULARY = (
      'the', 'object', 'how', 'many', 'objects', 'are', 'there') + ANSWERS)
 SPLIT_SEEDS = {'train': 0, 'test': 1}
 _SEED = 20251123
-# Examples rendered together; bounds the memory of the vectorised rendering.
-_CHUNK = 512
 _MAX_OBJECTS = 3
 # Largest object radius (half the side of its bounding box, pixels) by number
 # of objects, so that three objects still fit side by side.
@@ -100,7 +99,7 @@ class ScenesConfig(tfds.core.BuilderConfig):
     return {'train': self.train_size, 'test': self.test_size}
 
 
-class Scenes(tfds.core.GeneratorBasedBuilder):
+class Scenes(generated.GeneratedBuilder):
   """Builder of the 'scenes' dataset (see the module docstring)."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -116,52 +115,32 @@ class Scenes(tfds.core.GeneratorBasedBuilder):
                    image_noise=0.18, audio_noise=0.09),
   ]
 
-  def __init__(self, *, file_format='array_record', **kwargs):
-    # array_record is the format Grain reads; TFRecord would need TensorFlow.
-    super().__init__(file_format=file_format, **kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
+  def _features(self):
     no_yes = ('no', 'yes')
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            # Tensor, not Image: encoding an Image feature needs TensorFlow.
-            'image': tfds.features.Tensor(
-                shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8,
-                encoding=tfds.features.Encoding.BYTES),
-            'audio': tfds.features.Tensor(
-                shape=(None,), dtype=np.int16,
-                encoding=tfds.features.Encoding.BYTES),
-            'caption': tfds.features.Text(),
-            'text': tfds.features.Text(),
-            'transcript': tfds.features.Text(),
-            'question': tfds.features.Text(),
-            'answer': tfds.features.Text(),
-            'answer_label': tfds.features.ClassLabel(names=ANSWERS),
-            'text_matches': tfds.features.ClassLabel(names=no_yes),
-            'audio_matches': tfds.features.ClassLabel(names=no_yes),
-            'label': tfds.features.ClassLabel(names=LABEL_NAMES),
-            'num_objects': tfds.features.ClassLabel(names=COUNT_WORDS),
-        }),
-        # Keep example i at position i: the examples are i.i.d. already.
-        disable_shuffling=True,
-    )
+    return {
+        # Tensor, not Image: encoding an Image feature needs TensorFlow.
+        'image': tfds.features.Tensor(
+            shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8,
+            encoding=tfds.features.Encoding.BYTES),
+        'audio': tfds.features.Tensor(
+            shape=(None,), dtype=np.int16,
+            encoding=tfds.features.Encoding.BYTES),
+        'caption': tfds.features.Text(),
+        'text': tfds.features.Text(),
+        'transcript': tfds.features.Text(),
+        'question': tfds.features.Text(),
+        'answer': tfds.features.Text(),
+        'answer_label': tfds.features.ClassLabel(names=ANSWERS),
+        'text_matches': tfds.features.ClassLabel(names=no_yes),
+        'audio_matches': tfds.features.ClassLabel(names=no_yes),
+        'label': tfds.features.ClassLabel(names=LABEL_NAMES),
+        'num_objects': tfds.features.ClassLabel(names=COUNT_WORDS),
+    }
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split, size)
-            for split, size in self.builder_config.split_sizes.items()}
-
-  def _generate_examples(self, split: str,
-                         size: int) -> Iterator[Tuple[int, dict]]:
+  def _generate_chunk(self, split, indices):
     cfg = self.builder_config
-    for start in range(0, size, _CHUNK):
-      indices = range(start, min(start + _CHUNK, size))
-      chunk = generate(split, indices, image_noise=cfg.image_noise,
-                       audio_noise=cfg.audio_noise)
-      for row, index in enumerate(indices):
-        yield index, {k: v[row] for k, v in chunk.items()}
+    return generate(split, indices, image_noise=cfg.image_noise,
+                    audio_noise=cfg.audio_noise)
 
 
 @dataclasses.dataclass
