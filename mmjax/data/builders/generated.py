@@ -1,9 +1,32 @@
 """The base of mmjax's generated TFDS datasets."""
+import dataclasses
 import sys
 from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+
+@dataclasses.dataclass(eq=False)
+class NoisyConfig(tfds.core.BuilderConfig):
+  """Split sizes and noise levels of one variant of a generated dataset
+  (subclasses set the dataset's default noise).
+
+  Attributes:
+    train_size, test_size: examples per split.
+    image_noise: largest std of the Gaussian pixel noise, as a fraction of 255
+      (each image draws its std uniformly below it).
+    audio_noise: largest std of the white background noise (full scale 1;
+      each clip draws its std uniformly below it).
+  """
+  train_size: int = 8192
+  test_size: int = 2048
+  image_noise: float = 0.
+  audio_noise: float = 0.
+
+  @property
+  def split_sizes(self) -> Dict[str, int]:
+    return {'train': self.train_size, 'test': self.test_size}
 
 
 class GeneratedBuilder(tfds.core.GeneratorBasedBuilder,

@@ -79,24 +79,10 @@ _MARGIN = 3.
 
 
 @dataclasses.dataclass(eq=False)
-class ScenesConfig(tfds.core.BuilderConfig):
-  """Split sizes and noise levels of one 'scenes' variant.
-
-  Attributes:
-    train_size, test_size: examples per split.
-    image_noise: largest std of the Gaussian pixel noise, as a fraction of 255
-      (each image draws its std uniformly below it).
-    audio_noise: largest std of the white background noise of the speech
-      (full scale 1; each clip draws its std uniformly below it).
-  """
-  train_size: int = 8192
-  test_size: int = 2048
+class ScenesConfig(generated.NoisyConfig):
+  """Sizes and noise of one 'scenes' variant (see `generated.NoisyConfig`)."""
   image_noise: float = 0.06
   audio_noise: float = 0.03
-
-  @property
-  def split_sizes(self) -> Dict[str, int]:
-    return {'train': self.train_size, 'test': self.test_size}
 
 
 class Scenes(generated.GeneratedBuilder):

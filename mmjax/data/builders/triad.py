@@ -68,23 +68,10 @@ def label_of(image_attribute, audio_attribute, text_attribute):
 
 
 @dataclasses.dataclass(eq=False)
-class TriadConfig(tfds.core.BuilderConfig):
-  """Split sizes and nuisance levels of one 'triad' variant.
-
-  Attributes:
-    train_size, test_size: examples per split.
-    image_noise: largest std of the Gaussian pixel noise, as a fraction of 255
-      (each image draws its std uniformly below it).
-    audio_noise: largest std of the white background noise (full scale 1).
-  """
-  train_size: int = 8192
-  test_size: int = 2048
+class TriadConfig(generated.NoisyConfig):
+  """Sizes and noise of one 'triad' variant (see `generated.NoisyConfig`)."""
   image_noise: float = 0.08
   audio_noise: float = 0.05
-
-  @property
-  def split_sizes(self) -> Dict[str, int]:
-    return {'train': self.train_size, 'test': self.test_size}
 
 
 class Triad(generated.GeneratedBuilder):
