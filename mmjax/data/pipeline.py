@@ -1,8 +1,11 @@
 """Grain input pipelines: host-local NumPy batches from a dataset spec.
 
-Each host reads its own shard of a split (examples `shard_index`,
-`shard_index + shard_count`, ...), so the shards partition the split. Stored
-examples go through `spec.select` and the preprocessing ops (`pp`, see
+Training: every host walks the same seeded, endless stream of shuffled
+examples and reads its own rows of each global batch, so the global batches
+(and their augmentations) are the same whatever the number of hosts, and each
+epoch covers each example once. Evaluation: each host reads its own shard of
+the split (examples `shard_index`, `shard_index + shard_count`, ...), so the
+shards partition it. Stored examples go through `spec.select` and the preprocessing ops (`pp`, see
 `mmjax.data.preprocess`); batches are dicts of NumPy arrays with a leading
 [batch_size] axis. `batch_size` is per host: the train loop assembles the
 global batch on the mesh. Reading and preprocessing run ahead of the training
@@ -93,24 +96,52 @@ def example_spec(spec: DatasetSpec, pp: Preprocess
           for k, v in example.items()}
 
 
+class _HostRows(grain.MapDataset):
+  """One host's rows of each global batch of an endless example stream.
+
+  Element p of host i (of n, `batch_size` rows each) is stream element
+  (p // batch_size * n + i) * batch_size + p % batch_size. Lazy: only this
+  host's elements are read and preprocessed.
+  """
+
+  def __init__(self, parent: grain.MapDataset, batch_size: int,
+               shard_index: int, shard_count: int):
+    super().__init__(parent)
+    self._rows, self._index, self._count = batch_size, shard_index, shard_count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._rows)
+    return self._parent[(batch * self._count + self._index) * self._rows + row]
+
+
 def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
                    seed: int, shard_index: int = 0, shard_count: int = 1,
                    num_workers: int = 0) -> grain.DatasetIterator:
-  """An endless iterator of preprocessed, shuffled training batches.
+  """An endless iterator of this host's rows of preprocessed, shuffled
+  training batches.
 
-  Each epoch of this host's shard of `spec.train_split` is shuffled
-  differently (from `seed` and the epoch number); batches run across epoch
-  boundaries, so none is partial. Random ops draw from a generator seeded by
-  `seed` and the example's position in the endless stream, so augmentations
-  differ between epochs and are reproducible. The iterator's `get_state()` /
-  `set_state()` let a checkpoint resume the exact sequence of batches.
+  Each epoch of `spec.train_split` is shuffled differently (from `seed` and
+  the epoch number); batches run across epoch boundaries, so none is partial.
+  Random ops draw from a generator seeded by `seed` and the example's position
+  in the endless stream, so augmentations differ between epochs and are
+  reproducible. Host `shard_index` of `shard_count` reads rows
+  [shard_index * batch_size, (shard_index + 1) * batch_size) of each global
+  batch of `shard_count * batch_size` (`_HostRows`): stacked in host order,
+  the hosts' batches are exactly one host's batches of that global size. The
+  iterator's `get_state()` / `set_state()` let a checkpoint resume the exact
+  sequence of batches.
 
   Args:
     spec: the dataset.
     pp: the training preprocessing.
     batch_size: examples per batch on this host.
     seed: shuffle seed.
-    shard_index, shard_count: which shard of the split this host reads.
+    shard_index, shard_count: this host's index and the number of hosts.
     num_workers: Grain worker processes that preprocess in parallel; 0 reads
       in this process.
   Returns:
@@ -119,17 +150,18 @@ def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
   """
   _check_batching(batch_size, shard_index, shard_count)
   split = spec.train_split
-  size = _shard_size(spec.num_examples(split, 'dataset.train_split'),
-                     shard_index, shard_count)
-  if size < batch_size:
+  size = spec.num_examples(split, 'dataset.train_split')
+  if size < batch_size * shard_count:
     raise ValueError(
-        f'split {split!r} has {size} examples in shard {shard_index} of '
-        f'{shard_count}, fewer than one batch of {batch_size}; use a smaller '
-        'batch or a larger split.')
-  ds = (_shard(spec, split, shard_index, shard_count, 'dataset.train_split')
-        .shuffle(seed)
-        .repeat()
-        .random_map(functools.partial(_apply, spec, pp), seed=seed)
+        f'split {split!r} has {size} examples, fewer than one global batch '
+        f'of {batch_size} x {shard_count} hosts; use a smaller batch or a '
+        'larger split.')
+  source = spec.source(split, field='dataset.train_split')
+  stream = (grain.MapDataset.source(source)
+            .shuffle(seed)
+            .repeat()
+            .random_map(functools.partial(_apply, spec, pp), seed=seed))
+  ds = (_HostRows(stream, batch_size, shard_index, shard_count)
         .batch(batch_size, drop_remainder=True,
                batch_fn=functools.partial(_stack, field=pp.field))
         .to_iter_dataset(_READ_OPTIONS))

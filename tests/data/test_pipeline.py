@@ -85,19 +85,23 @@ def test_train_resumes_from_state_exactly(spec, pp, random_ops):
     assert not np.array_equal(expected[0]['image'], expected[-1]['image'])
 
 
-def test_train_shards_partition_each_epoch(spec, pp):
-  index = _index(spec, pp, 'train')
-  per_shard = TRAIN_SIZE // 2
-  seen = []
-  for shard in range(2):
-    it = pipeline.train_iterator(spec, pp, batch_size=16, seed=0,
-                                 shard_index=shard, shard_count=2)
-    order = _indices(index, _take(it, 2 * per_shard // 16))
-    # Each epoch of a shard holds each of its examples once.
-    assert sorted(order[:per_shard]) == sorted(order[per_shard:])
-    assert len(set(order[:per_shard])) == per_shard
-    seen += order[:per_shard]
-  assert sorted(seen) == list(range(TRAIN_SIZE))
+@pytest.mark.parametrize('shard_count', [2, 4])
+def test_hosts_assemble_the_single_host_batches(spec, shard_count):
+  """Simulated hosts (process index / count): stacked in host order, their
+  batches are one host's global batches, bitwise (random ops included), so
+  each epoch covers each example exactly once over the hosts (shown for one
+  host by the test above)."""
+  pp = Preprocess.parse(RANDOM_PP, spec.meta, 'input.pp_train')
+  global_batch = 32
+  single = _take(pipeline.train_iterator(spec, pp, batch_size=global_batch,
+                                         seed=5), 2 * TRAIN_SIZE // global_batch)
+  hosts = [_take(pipeline.train_iterator(
+      spec, pp, batch_size=global_batch // shard_count, seed=5,
+      shard_index=i, shard_count=shard_count), len(single))
+           for i in range(shard_count)]
+  assembled = [{k: np.concatenate([h[b][k] for h in hosts])
+                for k in single[0]} for b in range(len(single))]
+  _assert_same_batches(assembled, single)
 
 
 def test_worker_processes_give_the_same_batches_and_resume(spec, pp):
@@ -155,7 +159,8 @@ def test_bad_arguments_raise(spec, pp):
   with pytest.raises(ValueError, match='shard_index must be in'):
     pipeline.eval_iterator(spec, pp, batch_size=8, shard_index=2,
                            shard_count=2)
-  with pytest.raises(ValueError, match='fewer than one batch of 200'):
+  with pytest.raises(ValueError,
+                     match='fewer than one global batch of 200 x 2 hosts'):
     pipeline.train_iterator(spec, pp, batch_size=200, seed=0, shard_count=2)
   spec.train_split = spec.eval_split = 'validation'
   with pytest.raises(ConfigError, match='dataset.train_split.*splits are '
