@@ -5,11 +5,21 @@ r"""Trains an mmjax model described by a config file.
       --config.num_train_steps=500 --workdir=runs/gated
 
 A run resumes from the latest checkpoint in --workdir.
+
+Multi-host: start one process per host with the same flags, plus
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I (or none of
+these under SLURM, which provides them: `srun python experiments/train.py
+...`). Each process reads its rows of every global batch; logs, summaries and
+TensorBoard events come from process 0; every process writes its part of each
+checkpoint.
 """
 from absl import app
 from absl import flags
+from absl import logging
+import jax
 from ml_collections import config_flags
 
+from mmjax.train import distributed
 from mmjax.train.loop import train_and_evaluate
 from mmjax.train.writers import quiet_library_logs
 
@@ -18,13 +28,23 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
                                'logs and summary.json.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'Multi-host: this process, 0-based.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
   quiet_library_logs()
+  if jax.process_index() != 0:  # Process 0 speaks for the run.
+    logging.set_verbosity(logging.WARNING)
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
