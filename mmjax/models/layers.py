@@ -19,7 +19,12 @@ Every module takes a compute ``dtype`` (activations, e.g. bfloat16) and a
 by default), so mixed precision keeps a float32 master copy of the weights.
 
 Transformer blocks take `BlockOptions`: rematerialisation, `nn.scan` over
-the layers of a stack, and the attention kernel.
+the layers of a stack, and the attention kernel. Their activations are pinned
+(`mmjax.partitioning.constrain`) where tensor parallelism needs them: MLP
+hidden units and attention heads over 'tensor' (the rules of 'mlp' and
+'heads'), and the residual stream at block boundaries split over the batch
+only, so each block ends with one reduction of its tensor-parallel partial
+sums (the Megatron layout).
 """
 import dataclasses
 import functools
@@ -28,6 +33,8 @@ from typing import Any, Callable, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.partitioning import constrain
 
 Dtype = Any
 Axes = Tuple[Optional[str], ...]
@@ -131,6 +138,7 @@ class Mlp(nn.Module):
     out_dim = self.out_dim or x.shape[-1]
     x = dense(self.hidden_dim, 'embed', 'mlp', self.dtype, name='fc1',
               param_dtype=self.param_dtype)(x)
+    x = constrain(x, ('batch',) + (None,) * (x.ndim - 2) + ('mlp',))
     x = nn.gelu(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return dense(out_dim, 'mlp', 'embed', self.dtype, name='fc2',
@@ -161,12 +169,12 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f'width {dim} is not divisible by {self.num_heads} heads')
     head_dim = dim // self.num_heads
 
-    def project(name, x):
-      return nn.DenseGeneral(
+    def project(name, x):  # -> [B, T, H, K]
+      return constrain(nn.DenseGeneral(
           (self.num_heads, head_dim), dtype=self.dtype,
           param_dtype=self.param_dtype, name=name,
           kernel_init=kernel(('embed', 'heads', 'kv')),
-          bias_init=bias(('heads', 'kv')))(x)
+          bias_init=bias(('heads', 'kv')))(x), ('batch', None, 'heads', None))
 
     query, key, value = project('query', q), project('key', kv), project(
         'value', kv)
@@ -220,6 +228,8 @@ class TransformerBlock(nn.Module):
                context_mask: Optional[jax.Array] = None,
                causal: bool = False, *, train: bool) -> jax.Array:
     """x: [B, T, D]; mask: [B, T]; context: [B, S, D]. Returns [B, T, D]."""
+    residual = ('batch', None, None)
+    x = constrain(x, residual)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     norm = functools.partial(layer_norm, self.dtype,
                              param_dtype=self.param_dtype)
@@ -236,7 +246,7 @@ class TransformerBlock(nn.Module):
     y = norm(name='ln_mlp')(x)
     y = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype,
             param_dtype=self.param_dtype, name='mlp')(y, train=train)
-    return x + drop(y)
+    return constrain(x + drop(y), residual)
 
 
 def _call_block(block: TransformerBlock, x, mask, context, context_mask,

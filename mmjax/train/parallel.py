@@ -13,6 +13,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mmjax import partitioning
 from mmjax.train import sharding as sharding_lib
 from mmjax.train import steps
 
@@ -79,16 +80,24 @@ class JitRunner(_Runner):
     self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)),
                          out_shardings=self.state_sharding)
     self._train = jax.jit(
-        self._train_fn,
+        self._with_activation_sharding(self._train_fn, rules),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, replicated), donate_argnums=0)
     self._eval = jax.jit(
-        self._eval_fn,
+        self._with_activation_sharding(self._eval_fn, rules),
         in_shardings=(self.state_sharding, self.batch_sharding, replicated),
         out_shardings=replicated, donate_argnums=2)
     self._zero_totals = jax.jit(
         functools.partial(steps.zero_totals, self._model, self._task.eval_stats),
         out_shardings=replicated)
+
+  def _with_activation_sharding(self, fn: Callable, rules) -> Callable:
+    """`fn`, tracing under this mesh's activation constraints."""
+    @functools.wraps(fn)
+    def traced(*args):
+      with partitioning.activation_sharding(self.mesh, rules):
+        return fn(*args)
+    return traced
 
   def init(self, rng: jax.Array) -> steps.TrainState:
     return self._init(rng)

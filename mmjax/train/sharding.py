@@ -5,17 +5,18 @@ Parameters carry logical axis names (see `mmjax.models.layers`); the rules in
 ``tensor``. Nothing here depends on the device count beyond the mesh shape.
 """
 import math
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, Mapping, Tuple
 
 import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mmjax import partitioning
 from mmjax.errors import ConfigError
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
-Rules = Sequence[Tuple[str, Any]]
+Rules = partitioning.Rules
 
 
 def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
@@ -52,21 +53,6 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
-def _fit_to_shape(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
-  """Replicates each dimension whose size its mesh axes do not divide.
-
-  Small or odd-sized parameters (a 3-channel conv kernel, 8 classes) cannot be
-  split evenly over the mesh; replicating just that dimension keeps one set of
-  rules valid for every model and mesh.
-  """
-  fitted = []
-  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    size = math.prod(mesh.shape[a] for a in names)
-    fitted.append(axes if size > 1 and dim % size == 0 else None)
-  return P(*fitted)
-
-
 def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedShardings for a (boxed, abstract) train state from its logical names.
 
@@ -81,7 +67,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
 
   def to_sharding(logical_spec, leaf):
     spec = nn.logical_to_mesh_axes(logical_spec, rules)
-    return NamedSharding(mesh, _fit_to_shape(spec, leaf.shape, mesh))
+    return NamedSharding(mesh, partitioning.fit_to_shape(spec, leaf.shape, mesh))
 
   return jax.tree.map(to_sharding, logical, unboxed,
                       is_leaf=lambda x: isinstance(x, P))

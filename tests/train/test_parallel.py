@@ -1,8 +1,13 @@
-"""Sharded training equals single-device training; pmap equals jit."""
+"""Sharded training equals single-device training; pmap equals jit;
+activations are pinned to the mesh where tensor parallelism needs them."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mmjax import partitioning
+from mmjax.train import sharding
 from mmjax.train.loop import Experiment
 
 
@@ -40,6 +45,48 @@ def test_sharded_loss_equals_single_device(make_config, mesh):
                if x.ndim >= 2 and x.shape[-1] % 8 == 0]
     assert any(len(x.sharding.device_set) == 8 and
                x.addressable_shards[0].data.size < x.size for x in kernels)
+
+
+def test_tensor_parallel_transformers_equal_single_device(make_config):
+  """Heads and MLP units over 'tensor', with activation constraints in every
+  block (ViT, audio and text transformers, cross-attention fusion)."""
+  variant = 'image=vit,audio=transformer,text=transformer,fusion=cross_attention'
+  mesh = dict(data=2, fsdp=1, tensor=4)
+  sharded = Experiment(make_config(variant, parallel__mesh=mesh,
+                                   model__dim=32))
+  single = Experiment(make_config(variant, model__dim=32),
+                      devices=jax.devices()[:1])
+  batches = _batches(single, 3)
+  np.testing.assert_allclose(_losses(sharded, batches)[0],
+                             _losses(single, batches)[0], rtol=1e-5,
+                             atol=1e-6)
+  hlo = sharded.runner.lower_train_step(
+      sharded.runner.init(sharded.init_rng),
+      sharded.runner.put(batches[0])).as_text()
+  # Heads / MLP units are pinned to 'tensor' inside the step.
+  constraints = [line for line in hlo.splitlines()
+                 if 'sharding_constraint' in line]
+  assert any('"tensor"' in line for line in constraints), constraints[:5]
+
+
+def test_constrain_pins_activations_only_under_activation_sharding():
+  mesh = sharding.make_mesh(dict(data=2, fsdp=1, tensor=4))
+  rules = (('batch', ('data', 'fsdp')), ('mlp', 'tensor'), ('heads', 'tensor'))
+  x = jnp.ones((4, 3, 8))
+
+  def pinned(axes):
+    with partitioning.activation_sharding(mesh, rules):
+      return jax.jit(lambda x: partitioning.constrain(x, axes) * 2)(x)
+
+  def assert_spec(y, spec):
+    assert y.sharding.is_equivalent_to(NamedSharding(mesh, spec), y.ndim), (
+        y.sharding)
+
+  assert_spec(pinned(('batch', None, 'mlp')), P('data', None, 'tensor'))
+  # 3 heads do not split over 4 tensor devices: replicated, not an error.
+  assert_spec(pinned(('batch', 'heads', None)), P('data', None, None))
+  # Outside the context (pmap, init, plain apply) it is the identity.
+  assert partitioning.constrain(x, ('batch', None, 'mlp')) is x
 
 
 def test_pmap_matches_jit_in_training_and_evaluation(make_config):
