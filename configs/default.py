@@ -163,5 +163,9 @@ def get_config(arg=None):
           ('classes', None),
           ('norm', None),
       ),
+      # Per tower: rules tried before `rules` for the parameters of that
+      # modality's encoder and projection, e.g. to keep a small tower
+      # replicated: --config.parallel.tower_rules.text="(('mlp', None),)".
+      tower_rules=dict(image=(), audio=(), text=()),
   ))
   return c

@@ -131,6 +131,10 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
   if config.parallel.mode not in PARALLEL_MODES:
     raise ConfigError('parallel.mode', f'unknown mode {config.parallel.mode!r};'
                       f' valid modes are {", ".join(PARALLEL_MODES)}.')
+  for m in config.parallel.tower_rules:
+    if m not in MODALITIES:
+      raise ConfigError(f'parallel.tower_rules.{m}', (
+          f'{m!r} is not a modality; towers are {", ".join(MODALITIES)}.'))
   shape = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(
       config.parallel.mesh, num_devices)))
   parallel = (num_devices if config.parallel.mode == 'pmap' else

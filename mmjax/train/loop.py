@@ -36,6 +36,11 @@ def _devices(config: ml_collections.ConfigDict):
           jax.devices())
 
 
+def _rules(rules):
+  """Config rules (lists after a JSON round trip) -> tuples of pairs."""
+  return tuple(tuple(r) for r in rules)
+
+
 class Experiment:
   """The pieces of one run, built from a validated config.
 
@@ -80,7 +85,10 @@ class Experiment:
     else:
       self.runner = parallel.JitRunner(
           mesh=make_mesh(config.parallel.mesh, devices),
-          rules=tuple(tuple(r) for r in config.parallel.rules), **common)
+          rules=_rules(config.parallel.rules),
+          tower_rules={m: _rules(r) for m, r in
+                       config.parallel.tower_rules.items()},
+          **common)
 
   def train_iterator(self):
     return data.train_iterator(

@@ -69,14 +69,14 @@ class _Runner:
 class JitRunner(_Runner):
   """Steps compiled with `jax.jit`, explicit in/out shardings, state donated."""
 
-  def __init__(self, *, mesh: Mesh, rules, **kwargs):
+  def __init__(self, *, mesh: Mesh, rules, tower_rules=None, **kwargs):
     super().__init__(**kwargs)
     self.mesh = mesh
     self.batch_sharding = sharding_lib.batch_sharding(mesh, rules)
     replicated = NamedSharding(mesh, P())
     self._abstract = jax.eval_shape(self._init_fn, jax.random.key(0))
-    self.state_sharding = sharding_lib.state_shardings(self._abstract, mesh,
-                                                       rules)
+    self.state_sharding = sharding_lib.state_shardings(
+        self._abstract, mesh, rules, tower_rules)
     self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)),
                          out_shardings=self.state_sharding)
     self._train = jax.jit(

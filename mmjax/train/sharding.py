@@ -5,7 +5,7 @@ Parameters carry logical axis names (see `mmjax.models.layers`); the rules in
 ``tensor``. Nothing here depends on the device count beyond the mesh shape.
 """
 import math
-from typing import Any, Mapping, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -53,24 +53,41 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
+def _tower(path) -> Optional[str]:
+  """The modality whose encoder or projection holds the parameter at `path`
+  (modules '<modality>_encoder' / '<modality>_proj' of `mmjax.models.model`)."""
+  for key in path:
+    name = getattr(key, 'key', None)
+    for suffix in ('_encoder', '_proj'):
+      if isinstance(name, str) and name.endswith(suffix):
+        return name[:-len(suffix)]
+  return None
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules,
+                    tower_rules: Optional[Mapping[str, Rules]] = None) -> Any:
   """NamedShardings for a (boxed, abstract) train state from its logical names.
 
   Args:
     abstract_state: the state as returned by `jax.eval_shape` of its init,
       still holding `nn.Partitioned` boxes for logically named parameters.
+    rules: logical axis name -> mesh axes, the first match of each name wins.
+    tower_rules: modality -> rules tried before `rules` for the parameters
+      (and their optimizer state) of that modality's tower.
   Returns:
     A pytree matching the *unboxed* state with a NamedSharding per leaf.
   """
   logical = nn.get_partition_spec(abstract_state)
   unboxed = nn.meta.unbox(abstract_state)
+  tower_rules = tower_rules or {}
 
-  def to_sharding(logical_spec, leaf):
-    spec = nn.logical_to_mesh_axes(logical_spec, rules)
+  def to_sharding(path, logical_spec, leaf):
+    leaf_rules = tuple(tower_rules.get(_tower(path), ())) + tuple(rules)
+    spec = nn.logical_to_mesh_axes(logical_spec, leaf_rules)
     return NamedSharding(mesh, partitioning.fit_to_shape(spec, leaf.shape, mesh))
 
-  return jax.tree.map(to_sharding, logical, unboxed,
-                      is_leaf=lambda x: isinstance(x, P))
+  return jax.tree_util.tree_map_with_path(
+      to_sharding, logical, unboxed, is_leaf=lambda x: isinstance(x, P))
 
 
 def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:

@@ -55,6 +55,8 @@ CASES = [
     (dict(model__encoders__audio__size='huge'), 'model.encoders.audio.size',
      ['tiny', 'small']),
     (dict(parallel__mode='pjit'), 'parallel.mode', ['jit', 'pmap']),
+    (dict(parallel__tower_rules=dict(video=())),
+     'parallel.tower_rules.video', ['image', 'audio', 'text']),
     (dict(dataset__name='imagenet21k'), 'dataset.name', ['triad']),
     (dict(dataset__features__label='no_such_feature'),
      'dataset.features.label', ['image', 'text']),

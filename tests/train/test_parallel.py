@@ -69,6 +69,27 @@ def test_tensor_parallel_transformers_equal_single_device(make_config):
   assert any('"tensor"' in line for line in constraints), constraints[:5]
 
 
+def test_tower_rules_override_the_rules_for_one_tower(make_config):
+  config = make_config('text=transformer',
+                       parallel__mesh=dict(data=1, fsdp=8, tensor=1),
+                       model__dim=32)
+  config.parallel.tower_rules.text = (('embed', None), ('vocab', None))
+  experiment = Experiment(config)
+  params = experiment.runner.state_sharding.params
+
+  def split(tree):
+    """Whether any leaf's spec names a mesh axis."""
+    return any(any(s.spec) for s in jax.tree.leaves(tree))
+
+  assert not split(params['text_encoder']) and not split(params['text_proj'])
+  assert split(params['image_encoder']) and split(params['fusion'])
+  # The optimizer state of the text tower follows its parameters.
+  opt_specs = jax.tree_util.tree_leaves_with_path(
+      experiment.runner.state_sharding.opt_state)
+  text_opt = [s for path, s in opt_specs if 'text_encoder' in str(path)]
+  assert text_opt and not split(text_opt)
+
+
 def test_constrain_pins_activations_only_under_activation_sharding():
   mesh = sharding.make_mesh(dict(data=2, fsdp=1, tensor=4))
   rules = (('batch', ('data', 'fsdp')), ('mlp', 'tensor'), ('heads', 'tensor'))
