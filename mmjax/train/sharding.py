@@ -115,12 +115,21 @@ def host_to_global(batch: Mapping[str, np.ndarray],
 
 
 def shard_summary(state: Any, shardings: Any, mesh: Mesh) -> str:
-  """How much of the state is split over devices, for the run log."""
+  """How much of the state is split over devices, then each parameter's mesh
+  axes and the fraction of it that one device holds, for the run log."""
   total = sharded = 0
   for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
     size = int(np.prod(leaf.shape))
     total += size
     sharded += size if any(s is not None for s in sharding.spec) else 0
-  return (f'{sharded:,} of {total:,} state values '
-          f'({100 * sharded / max(total, 1):.0f}%) are sharded over the mesh '
-          f'{dict(mesh.shape)}')
+  lines = [f'{sharded:,} of {total:,} state values '
+           f'({100 * sharded / max(total, 1):.0f}%) are sharded over the mesh '
+           f'{dict(mesh.shape)}; per parameter (optimizer state alike):']
+  for (path, leaf), sharding in zip(
+      jax.tree_util.tree_leaves_with_path(state.params),
+      jax.tree.leaves(shardings.params)):
+    shard = np.prod(sharding.shard_shape(leaf.shape)) / max(leaf.size, 1)
+    lines.append(f'  {jax.tree_util.keystr(path, simple=True, separator="/")}'
+                 f' {tuple(leaf.shape)} {tuple(sharding.spec)} '
+                 f'{shard:.3g} per device')
+  return '\n'.join(lines)

@@ -90,6 +90,21 @@ def test_tower_rules_override_the_rules_for_one_tower(make_config):
   assert text_opt and not split(text_opt)
 
 
+def test_shard_report_gives_each_parameters_share_per_device(make_config):
+  experiment = Experiment(make_config(
+      parallel__mesh=dict(data=1, fsdp=8, tensor=1), model__dim=32))
+  report = experiment.runner.describe(experiment.runner.restore_target())
+  header, *rows = report.splitlines()
+  assert 'sharded over the mesh' in header and '(0%)' not in header
+  params = experiment.runner.restore_target().params
+  assert len(rows) == len(jax.tree.leaves(params))
+  by_name = {row.split()[0]: row for row in rows}
+  # The [32, 32] projection kernel: its output 'embed' axis over fsdp (8).
+  assert by_name['text_proj/kernel'].endswith(
+      "(32, 32) (None, 'fsdp') 0.125 per device")
+  assert by_name['head/bias'].endswith('1 per device')
+
+
 def test_constrain_pins_activations_only_under_activation_sharding():
   mesh = sharding.make_mesh(dict(data=2, fsdp=1, tensor=4))
   rules = (('batch', ('data', 'fsdp')), ('mlp', 'tensor'), ('heads', 'tensor'))
