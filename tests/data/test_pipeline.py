@@ -240,3 +240,17 @@ def test_features_map_dataset_keys_to_modalities_and_label(config):
   assert example['text'] == stored['transcript']
   assert example['label'] == stored['num_objects']
   assert 'audio' not in example and 'caption' not in example
+
+
+def test_source_parses_only_the_features_it_is_asked_for(spec):
+  """A source reads the features `select` needs, with the values that TFDS's
+  full decoding gives."""
+  full = spec._builder().as_data_source(split='test')
+  source = spec.source('test', 'dataset.eval_split')
+  assert len(source) == len(full) == TEST_SIZE
+  for i in (0, 57, TEST_SIZE - 1):
+    stored, reference = source[i], full[i]
+    assert set(stored) == set(spec.feature_map.values())
+    for k, value in stored.items():
+      np.testing.assert_array_equal(value, reference[k], err_msg=k)
+  assert set(spec.source('test', features=['caption'])[3]) == {'caption'}
