@@ -136,6 +136,9 @@ def get_config(arg=None):
   # Persistent XLA compilation cache ('' = off): reruns skip compilation.
   c.compilation_cache_dir = ''
   c.num_train_steps = 3000
+  # A step with a non-finite loss or gradient is skipped (and logged); this
+  # many in a row stop the run with an error.
+  c.max_consecutive_nonfinite_steps = 10
   c.log_every_steps = 50
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000

@@ -100,6 +100,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
   """
   _check_positive(config, 'num_train_steps', 'log_every_steps',
                   'eval_every_steps', 'checkpoint_every_steps',
+                  'max_consecutive_nonfinite_steps',
                   'input.global_batch_size', 'input.eval_batch_size',
                   'model.dim')
   modalities = tuple(config.model.modalities)

@@ -17,6 +17,7 @@ from mmjax.errors import ConfigError
 from mmjax.models.model import build_model
 from mmjax.train import parallel
 from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.nonfinite import NonFiniteGuard
 from mmjax.train.optimizer import make_optimizer
 from mmjax.train.sharding import make_mesh
 from mmjax.train.writers import MetricWriter
@@ -164,30 +165,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Training speed: the steps after the first (which compiles), excluding the
   # time spent in evaluation.
   timed_steps, eval_seconds, timer = 0, 0.0, None
-  for step in range(first_step + 1, total + 1):
-    state, metrics = runner.train_step(state, next(batches))
-    bar.update(1)
-    if timer is None:
-      jax.block_until_ready(metrics)
-      timer = time.time()
-    else:
-      timed_steps += 1
-    if step % config.log_every_steps == 0 or step == total:
-      host = runner.fetch(metrics)
-      writer.write(step, 'train', host)
-      bar.set_postfix(loss=f'{host["loss"]:.4f}')
-    is_eval = step % config.eval_every_steps == 0 or step == total
-    if is_eval:
-      jax.block_until_ready(state)  # Queued train steps count as training.
-      eval_start = time.time()
-      eval_metrics = experiment.evaluate(state)
-      eval_seconds += time.time() - eval_start
-      writer.write(step, 'eval', eval_metrics)
-      bar.write(f'step {step}: ' + ', '.join(
-          f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
-    if step % config.checkpoint_every_steps == 0 or step == total:
-      checkpointer.save(step, runner.to_checkpoint(state), batches,
-                        metrics=eval_metrics if is_eval else None)
+  guard = NonFiniteGuard(config.max_consecutive_nonfinite_steps,
+                         runner.fetch)
+  checked = None  # (step, metrics) whose finiteness is still to be read.
+  try:
+    for step in range(first_step + 1, total + 1):
+      state, metrics = runner.train_step(state, next(batches))
+      # Read the previous step's flag while this one runs: the device never
+      # waits for the host.
+      if checked is not None:
+        guard.check(*checked)
+      checked = (step, metrics)
+      bar.update(1)
+      if timer is None:
+        jax.block_until_ready(metrics)
+        timer = time.time()
+      else:
+        timed_steps += 1
+      if step % config.log_every_steps == 0 or step == total:
+        guard.check(*checked)  # This step's count goes into its record.
+        checked = None
+        host = runner.fetch(metrics)
+        writer.write(step, 'train', {**host, 'nonfinite_steps': guard.total})
+        bar.set_postfix(loss=f'{host["loss"]:.4f}')
+      is_eval = step % config.eval_every_steps == 0 or step == total
+      if is_eval:
+        jax.block_until_ready(state)  # Queued train steps count as training.
+        eval_start = time.time()
+        eval_metrics = experiment.evaluate(state)
+        eval_seconds += time.time() - eval_start
+        writer.write(step, 'eval', eval_metrics)
+        bar.write(f'step {step}: ' + ', '.join(
+            f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
+      if step % config.checkpoint_every_steps == 0 or step == total:
+        if checked is not None:  # Never save the state of a failing run.
+          guard.check(*checked)
+          checked = None
+        checkpointer.save(step, runner.to_checkpoint(state), batches,
+                          metrics=eval_metrics if is_eval else None)
+    if checked is not None:
+      guard.check(*checked)
+  except Exception:
+    # Saves already started hold good states: let them land before failing.
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    raise
   jax.block_until_ready(state)
   train_seconds = time.time() - timer - eval_seconds if timer else 0.0
   bar.close()
@@ -204,6 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'steps_per_second': (timed_steps / train_seconds if timed_steps
                            else None),
       'wall_time_seconds': time.time() - start,
+      'nonfinite_steps': guard.total,
       'devices': jax.device_count(),
       'mode': config.parallel.mode,
   }

@@ -72,7 +72,9 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   averaged in a `lax.scan` before one update: for a mean loss and a
   deterministic model without batch statistics this is the full batch's
   gradient, with the activation memory of one micro-batch. BatchNorm
-  statistics are updated micro-batch after micro-batch.
+  statistics are updated micro-batch after micro-batch. A step whose loss or
+  gradients are not finite changes nothing but the step counter and reports
+  `nonfinite` = 1 in its metrics.
   """
   step_rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
@@ -117,11 +119,26 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # A step with a non-finite loss or gradient leaves parameters, optimizer
+  # state and batch statistics bitwise as they were (the step counter and
+  # the data move on); `nonfinite` reports it to the loop's guard.
+  finite = jnp.isfinite(metrics['loss']) & _all_finite(grads)
+  params, opt_state, batch_stats = jax.tree.map(
+      lambda new, old: jnp.where(finite, new, old),
+      (params, opt_state, batch_stats),
+      (state.params, state.opt_state, state.batch_stats))
   metrics = {**metrics, 'grad_norm': optax.tree.norm(grads),
-             'learning_rate': schedule(state.step)}
+             'learning_rate': schedule(state.step),
+             'nonfinite': 1. - finite.astype(jnp.float32)}
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
   return new_state, metrics
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  """Whether every value of every leaf is finite (a bool scalar)."""
+  return jnp.all(jnp.stack([jnp.isfinite(x).all()
+                            for x in jax.tree.leaves(tree)]))
 
 
 def eval_step(state: TrainState, batch: Batch, totals: Metrics, *,

@@ -57,6 +57,8 @@ CASES = [
     (dict(parallel__mode='pjit'), 'parallel.mode', ['jit', 'pmap']),
     (dict(parallel__tower_rules=dict(video=())),
      'parallel.tower_rules.video', ['image', 'audio', 'text']),
+    (dict(max_consecutive_nonfinite_steps=0),
+     'max_consecutive_nonfinite_steps', ['positive']),
     (dict(dataset__name='imagenet21k'), 'dataset.name', ['triad']),
     (dict(dataset__features__label='no_such_feature'),
      'dataset.features.label', ['image', 'text']),
