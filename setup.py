@@ -14,6 +14,7 @@ setup(
         'grain>=0.2.10',
         'importlib_resources',  # Needed by tensorflow-datasets, not declared by it.
         'jax>=0.5',
+        'matplotlib>=3.8',
         'ml-collections>=1.0',
         'numpy>=1.26',
         'optax>=0.2.4',
