@@ -4,7 +4,9 @@ r"""Trains an mmjax model described by a config file.
   python experiments/train.py --config=configs/default.py:fusion=gated \
       --config.num_train_steps=500 --workdir=runs/gated
 
-A run resumes from the latest checkpoint in --workdir.
+A run resumes from the latest checkpoint in --workdir. On SIGTERM or SIGINT
+it saves the current step and exits with code 75 (run the same command again
+to resume); see "Fault tolerance" in the README.
 
 Multi-host: start one process per host with the same flags, plus
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or none of
@@ -13,6 +15,8 @@ these under SLURM, which provides them: `srun python experiments/train.py
 TensorBoard events come from process 0; every process writes its part of each
 checkpoint.
 """
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -20,6 +24,7 @@ import jax
 from ml_collections import config_flags
 
 from mmjax.train import distributed
+from mmjax.train import preemption
 from mmjax.train.loop import train_and_evaluate
 from mmjax.train.writers import quiet_library_logs
 
@@ -45,7 +50,11 @@ def main(argv):
   quiet_library_logs()
   if jax.process_index() != 0:  # Process 0 speaks for the run.
     logging.set_verbosity(logging.WARNING)
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(preemption.EXIT_CODE)
 
 
 if __name__ == '__main__':

@@ -27,3 +27,22 @@ def check_fields(cfg, allowed, prefix: str, owner: str) -> None:
     if key not in allowed:
       raise ConfigError(f'{prefix}.{key}', f'{owner} has no field {key!r}; '
                         f'valid fields are {", ".join(sorted(allowed))}.')
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint step cannot be saved or restored.
+
+  The message names the step, the file or directory at fault and what to do.
+  """
+
+  def __init__(self, step: int, path: str, message: str):
+    self.step, self.path = step, path
+    super().__init__(f'checkpoint step {step}: {path}: {message}')
+
+
+class WorkdirError(RuntimeError):
+  """The work directory cannot hold the run's outputs (unwritable, full)."""
+
+  def __init__(self, path: str, message: str):
+    self.path = path
+    super().__init__(f'workdir {path}: {message}')

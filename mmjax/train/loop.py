@@ -19,7 +19,9 @@ from mmjax.train import parallel
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.nonfinite import NonFiniteGuard
 from mmjax.train.optimizer import make_optimizer
+from mmjax.train.preemption import PreemptionWatcher
 from mmjax.train.sharding import make_mesh
+from mmjax.train.workdir import check_workdir
 from mmjax.train.writers import MetricWriter
 from mmjax.validate import validate_config
 
@@ -108,12 +110,23 @@ class Experiment:
   def evaluate(self, state) -> Dict[str, float]:
     return self.runner.evaluate(state, self.eval_batches())
 
-  def make_checkpointer(self, workdir: str) -> Checkpointer:
+  def make_checkpointer(self, workdir: str,
+                        read_only: bool = False) -> Checkpointer:
     c = self.config.checkpoint
     return Checkpointer(
         os.path.join(workdir, 'checkpoints'), keep_last=c.keep_last,
         keep_best=c.keep_best, best_metric=self.task.best_metric,
-        best_mode=self.task.best_mode, async_save=c.async_save)
+        best_mode=self.task.best_mode, async_save=c.async_save,
+        fallback_on_corrupt=c.fallback_on_corrupt, read_only=read_only)
+
+  def check_workdir(self, workdir: str) -> None:
+    """Fails early if `workdir` cannot take this run's checkpoints."""
+    target = self.runner.restore_target()
+    c = self.config.checkpoint
+    check_workdir(workdir,
+                  sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(target)),
+                  copies=c.keep_last + c.keep_best + 1,
+                  process_index=jax.process_index())
 
 
 def _param_count(state) -> int:
@@ -138,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     data.prepare(config)
   multihost_utils.sync_global_devices('mmjax: dataset prepared')
   experiment = Experiment(config)
-  os.makedirs(workdir, exist_ok=True)
+  experiment.check_workdir(workdir)
   if lead:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -148,9 +161,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batches = experiment.train_iterator()
 
   state = runner.init(experiment.init_rng)
-  latest = checkpointer.latest_step()
+  latest, restored = checkpointer.restore_latest(runner.restore_target(),
+                                                 batches)
   if latest is not None:
-    restored = checkpointer.restore(latest, runner.restore_target(), batches)
     state = runner.from_checkpoint(restored)
     logging.info('Resumed from step %d in %s', latest, checkpointer.directory)
   first_step = latest or 0
@@ -169,42 +182,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          runner.fetch)
   checked = None  # (step, metrics) whose finiteness is still to be read.
   try:
-    for step in range(first_step + 1, total + 1):
-      state, metrics = runner.train_step(state, next(batches))
-      # Read the previous step's flag while this one runs: the device never
-      # waits for the host.
+    with PreemptionWatcher() as preemption:
+      for step in range(first_step + 1, total + 1):
+        state, metrics = runner.train_step(state, next(batches))
+        # Read the previous step's flag while this one runs: the device never
+        # waits for the host.
+        if checked is not None:
+          guard.check(*checked)
+        checked = (step, metrics)
+        bar.update(1)
+        if timer is None:
+          jax.block_until_ready(metrics)
+          timer = time.time()
+        else:
+          timed_steps += 1
+        if step % config.log_every_steps == 0 or step == total:
+          guard.check(*checked)  # This step's count goes into its record.
+          checked = None
+          host = runner.fetch(metrics)
+          writer.write(step, 'train', {**host, 'nonfinite_steps': guard.total})
+          bar.set_postfix(loss=f'{host["loss"]:.4f}')
+        is_eval = step % config.eval_every_steps == 0 or step == total
+        if is_eval:
+          jax.block_until_ready(state)  # Queued train steps count as training.
+          eval_start = time.time()
+          eval_metrics = experiment.evaluate(state)
+          eval_seconds += time.time() - eval_start
+          writer.write(step, 'eval', eval_metrics)
+          bar.write(f'step {step}: ' + ', '.join(
+              f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
+        scheduled = step % config.checkpoint_every_steps == 0 or step == total
+        stop = preemption.requested(step)
+        if scheduled or stop:
+          if checked is not None:  # Never save the state of a failing run.
+            guard.check(*checked)
+            checked = None
+          checkpointer.save(step, runner.to_checkpoint(state), batches,
+                            metrics=eval_metrics if is_eval else None)
+        if stop:
+          checkpointer.wait()
+          logging.warning('Preempted: saved step %d; stopping.', step)
+          raise preemption.stop(step)
       if checked is not None:
         guard.check(*checked)
-      checked = (step, metrics)
-      bar.update(1)
-      if timer is None:
-        jax.block_until_ready(metrics)
-        timer = time.time()
-      else:
-        timed_steps += 1
-      if step % config.log_every_steps == 0 or step == total:
-        guard.check(*checked)  # This step's count goes into its record.
-        checked = None
-        host = runner.fetch(metrics)
-        writer.write(step, 'train', {**host, 'nonfinite_steps': guard.total})
-        bar.set_postfix(loss=f'{host["loss"]:.4f}')
-      is_eval = step % config.eval_every_steps == 0 or step == total
-      if is_eval:
-        jax.block_until_ready(state)  # Queued train steps count as training.
-        eval_start = time.time()
-        eval_metrics = experiment.evaluate(state)
-        eval_seconds += time.time() - eval_start
-        writer.write(step, 'eval', eval_metrics)
-        bar.write(f'step {step}: ' + ', '.join(
-            f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
-      if step % config.checkpoint_every_steps == 0 or step == total:
-        if checked is not None:  # Never save the state of a failing run.
-          guard.check(*checked)
-          checked = None
-        checkpointer.save(step, runner.to_checkpoint(state), batches,
-                          metrics=eval_metrics if is_eval else None)
-    if checked is not None:
-      guard.check(*checked)
   except Exception:
     # Saves already started hold good states: let them land before failing.
     checkpointer.wait()

@@ -44,6 +44,10 @@ class _Runner:
                axis_name=None):
     self._model = model
     self._task = task
+    # What every batch must hold (any number of rows): the example batch the
+    # model was built for.
+    self._expected = {k: (v.shape[1:], v.dtype)
+                      for k, v in example_batch.items()}
     self._init_fn = functools.partial(steps.init_state, model, tx,
                                       example_batch)
     self._train_fn = functools.partial(
@@ -53,6 +57,27 @@ class _Runner:
     self._eval_fn = functools.partial(
         steps.eval_step, model=model, stats_fn=task.eval_stats,
         axis_name=axis_name)
+
+  def check_batch(self, host_batch: HostBatch) -> None:
+    """Raises ValueError naming the key (modality or label) of `host_batch`
+    whose shape or dtype is not what the model was built for; keys the model
+    may go without (an absent modality, `_mask`, `<m>_present`) are allowed.
+    """
+    rows = {k: np.shape(x)[0] for k, x in host_batch.items() if np.ndim(x)}
+    if len(set(rows.values())) > 1:
+      raise ValueError(f'batch keys differ in their number of rows ({rows}); '
+                       'every key needs one row per example.')
+    for key, value in host_batch.items():
+      if key not in self._expected:
+        continue
+      shape, dtype = self._expected[key]
+      value = np.asarray(value)
+      if value.shape[1:] != shape or value.dtype != dtype:
+        raise ValueError(
+            f'{key!r}: a batch holds {value.dtype}{list(value.shape)}; the '
+            f'model expects {dtype}[batch, {", ".join(map(str, shape))}] (the '
+            "dataset's examples after input.pp_train). Check the data source "
+            'and the preprocessing ops of this key.')
 
   def evaluate(self, state: steps.TrainState,
                batches: Iterable[HostBatch]) -> Mapping[str, float]:
@@ -103,6 +128,7 @@ class JitRunner(_Runner):
     return self._init(rng)
 
   def put(self, host_batch: HostBatch):
+    self.check_batch(host_batch)
     return sharding_lib.host_to_global(host_batch, self.batch_sharding)
 
   def train_step(self, state, host_batch):
@@ -159,6 +185,7 @@ class PmapRunner(_Runner):
 
   def put(self, host_batch: HostBatch):
     """[B_local, ...] -> [local devices, B_local / devices, ...] on the devices."""
+    self.check_batch(host_batch)
     n = len(self.devices)
     return jax.device_put(
         jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), host_batch),

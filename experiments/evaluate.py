@@ -1,0 +1,76 @@
+r"""Evaluates a saved checkpoint of a training run, with any subset of modalities.
+
+  python experiments/evaluate.py --workdir=runs/default
+  python experiments/evaluate.py --workdir=runs/default --step=2000 \
+      --modalities=image --modalities=text --modalities=image,text
+
+Each --modalities gives one evaluation with only those modalities (the others
+are absent for every example); without it, all the run's modalities are
+used. The run's config comes from <workdir>/config.json, or from --config
+(with --config.a.b=value overrides, e.g. another eval split or batch size).
+Results are printed and written to --output (default
+<workdir>/eval/step_<N>.json). The checkpoints are opened read-only: this
+works while the run is still training.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from mmjax.train import distributed
+from mmjax.train import evaluation
+from mmjax.train.writers import quiet_library_logs
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (default: the run\'s own config.json).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_MODALITIES = flags.DEFINE_multi_string(
+    'modalities', None, 'Comma-separated modalities given to the model; '
+    'repeat for several evaluations (default: all of the run\'s).')
+_OUTPUT = flags.DEFINE_string('output', None, 'JSON file for the results '
+                              '(default: <workdir>/eval/step_<N>.json).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'Multi-host: this process, 0-based.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
+  quiet_library_logs()
+  config = _CONFIG.value or evaluation.load_config(_WORKDIR.value)
+  experiment, state, step = evaluation.restore(config, _WORKDIR.value,
+                                               _STEP.value)
+  subsets = [tuple(filter(None, s.split(','))) for s in _MODALITIES.value
+             ] if _MODALITIES.value else [tuple(config.model.modalities)]
+  results = {'step': step, 'workdir': os.path.abspath(_WORKDIR.value),
+             'evaluations': []}
+  for modalities in subsets:
+    metrics = evaluation.evaluate(experiment, state, modalities)
+    results['evaluations'].append({'modalities': list(modalities),
+                                   'metrics': metrics})
+    logging.info('step %d, %s: %s', step, '+'.join(modalities), ', '.join(
+        f'{k}={v:.4f}' for k, v in sorted(metrics.items())))
+  if jax.process_index() == 0:
+    output = _OUTPUT.value or os.path.join(_WORKDIR.value, 'eval',
+                                           f'step_{step}.json')
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, 'w') as f:
+      json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == '__main__':
+  app.run(main)
