@@ -1,0 +1,38 @@
+"""Flags that experiments/ablate.py and experiments/benchmark_fusion.py share:
+where a sweep's runs go and how they are launched (`mmjax.sweep.launch`)."""
+import os
+import sys
+from typing import Any, Dict
+
+from absl import flags
+
+OUTDIR = flags.DEFINE_string(
+    'outdir', None, 'Directory of the sweep: one workdir per run, the tables. '
+    'Rerunning with the same outdir skips finished runs and resumes '
+    'interrupted ones.')
+PARALLEL = flags.DEFINE_integer(
+    'parallel', 0, '0: run in this process, one run after another; N: N '
+    'subprocesses of experiments/train.py at a time (they inherit XLA_FLAGS '
+    'and CUDA_VISIBLE_DEVICES from the environment).')
+PRINT_COMMANDS = flags.DEFINE_bool(
+    'print_commands', False, 'Print one experiments/train.py command per '
+    'unfinished run and run nothing.')
+JOB_ARRAY = flags.DEFINE_string(
+    'job_array', None, 'Write one command per unfinished run to this file, '
+    'one a line (line i for array task i: sed -n ${SLURM_ARRAY_TASK_ID}p), '
+    'and run nothing.')
+PYTHON = flags.DEFINE_string('python', sys.executable,
+                             'Interpreter of the subprocesses and commands.')
+flags.mark_flag_as_required('outdir')
+
+TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            'train.py')
+
+
+def launch_kwargs() -> Dict[str, Any]:
+  """The keyword arguments of `mmjax.sweep.launch` the flags give."""
+  if PARALLEL.value < 0:
+    raise flags.ValidationError('--parallel must be >= 0')
+  return dict(train_script=os.path.relpath(TRAIN_SCRIPT),
+              parallel=PARALLEL.value, print_commands=PRINT_COMMANDS.value,
+              job_array=JOB_ARRAY.value, python=PYTHON.value)
