@@ -1,0 +1,85 @@
+"""Writes the protocol's results: robustness.json, robustness.md (tables) and
+robustness_<modality>.png (the metric vs the noise level, one line per noise
+type; the baseline's curves dashed when there is one)."""
+import json
+import os
+from typing import List, Mapping
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mmjax.robustness.protocol import RESULTS_FILE
+
+TABLE_FILE = 'robustness.md'
+
+
+def _row(cells) -> str:
+  return '| ' + ' | '.join(str(c) for c in cells) + ' |'
+
+
+def markdown(results: Mapping) -> str:
+  """The missing-modality table and one row per noise curve (its values at
+  every level, relative and, with a baseline, effective robustness)."""
+  metric = results['metric']
+  lines = [f'# Robustness: {metric} at step {results["step"]}', '',
+           '## Missing modalities', '', _row(['modalities given', metric]),
+           _row(['---'] * 2)]
+  lines += [_row([k, f'{v:.4f}']) for k, v in results['missing'].items()]
+  effective = results.get('effective_robustness')
+  curves = [(m, n, c) for m, by_noise in results['noise'].items()
+            for n, c in by_noise.items()]
+  levels = [level for level, _ in curves[0][2]] if curves else []
+  header = (['modality', 'noise'] + [f'{l:g}' for l in levels] +
+            ['relative robustness'] +
+            (['effective robustness'] if effective else []))
+  lines += ['', f'## Noise ({metric} at each level)', '', _row(header),
+            _row(['---'] * len(header))]
+  for m, n, curve in curves:
+    cells = [m, n] + [f'{v:.4f}' for _, v in curve]
+    cells.append(f'{results["relative_robustness"][m][n]:.4f}')
+    if effective:
+      cells.append(f'{effective[m][n]:+.4f}')
+    lines.append(_row(cells))
+  if effective:
+    b = results['baseline']
+    lines += ['', f'Effective robustness against {b["workdir"]} (step '
+              f'{b["step"]}, {b["fusion"]} fusion), summed over the levels.']
+  return '\n'.join(lines) + '\n'
+
+
+def plot(results: Mapping, modality: str,
+         baseline: Mapping = None) -> Figure:
+  """The metric vs the level for each noise of `modality`."""
+  fig = Figure(figsize=(5, 3.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  for i, (noise, curve) in enumerate(results['noise'][modality].items()):
+    color = f'C{i}'
+    ax.plot(*zip(*curve), marker='o', color=color, label=noise)
+    if baseline:
+      ax.plot(*zip(*baseline['noise'][modality][noise]), linestyle='--',
+              color=color, label=f'{noise} (baseline)')
+  ax.set_xlabel('noise level')
+  ax.set_ylabel(results['metric'])
+  ax.set_title(f'{modality} (step {results["step"]})')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  return fig
+
+
+def write(results: Mapping, output_dir: str,
+          baseline: Mapping = None) -> List[str]:
+  """Writes the JSON, the tables and one plot per modality to `output_dir`
+  (created if needed); returns the paths written."""
+  os.makedirs(output_dir, exist_ok=True)
+  paths = [os.path.join(output_dir, name) for name in (RESULTS_FILE,
+                                                       TABLE_FILE)]
+  with open(paths[0], 'w') as f:
+    json.dump(results, f, indent=2)
+  with open(paths[1], 'w') as f:
+    f.write(markdown(results))
+  for modality in results['noise']:
+    paths.append(os.path.join(output_dir, f'robustness_{modality}.png'))
+    plot(results, modality, baseline).savefig(paths[-1], dpi=100)
+  return paths
