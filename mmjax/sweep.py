@@ -31,6 +31,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
                     Tuple)
@@ -193,9 +194,9 @@ def make_runs(config: str, sweep: Sequence[Mapping[str, Any]],
   for settings in sweep:
     variant, overrides = {}, dict(base_overrides or {})
     for key, value in settings.items():
-      if key.startswith(':') or key == FUSION_NAME:
-        variant[key.lstrip(':') if key != FUSION_NAME else 'fusion'] = (
-            format_value(value))
+      key = ':fusion' if key == FUSION_NAME else key
+      if key.startswith(':'):
+        variant[key[1:]] = format_value(value)
       else:
         overrides[key] = value
     run = Run(name=run_name(settings), config=with_variant(config, variant),
@@ -323,13 +324,15 @@ def run_in_process(runs: Sequence[Run], outdir: str,
 
   Every config is validated against this process's devices first, so a bad
   value fails before the first run. A run that raises is logged and marked
-  FAILED; the others still run.
+  FAILED and the others still run, except on a preemption (SIGTERM or Ctrl-C:
+  the run saved its step), which stops the sweep; run it again to resume.
   Returns:
     run name -> FINISHED (before this call), DONE or FAILED.
   """
   # Imported here: printing commands or launching subprocesses must not
   # start JAX in this process (it would take accelerator memory).
   import jax
+  from mmjax.train import preemption
   from mmjax.train.loop import train_and_evaluate
   from mmjax.validate import validate_config
 
@@ -344,6 +347,8 @@ def run_in_process(runs: Sequence[Run], outdir: str,
       train_and_evaluate(configs[run.name], run.workdir(outdir),
                          progress=progress)
       statuses[run.name] = DONE
+    except preemption.Preempted:
+      raise
     except Exception:  # pylint: disable=broad-except
       logging.exception('Run %s failed.', run.name)
       statuses[run.name] = FAILED
@@ -372,9 +377,11 @@ def run_subprocesses(runs: Sequence[Run], outdir: str, *, parallel: int,
   resumed run keeps its history).
 
   Subprocesses inherit this environment: set XLA_FLAGS or
-  CUDA_VISIBLE_DEVICES for them before calling. On KeyboardInterrupt every
-  running child gets SIGTERM (train.py saves a checkpoint and exits), and the
-  interrupt is raised once they have exited.
+  CUDA_VISIBLE_DEVICES for them before calling. They run in their own
+  session, so that Ctrl-C reaches this process only: on Ctrl-C or SIGTERM
+  every running child gets one SIGTERM (train.py saves its step and exits;
+  a second signal would stop it without saving), and KeyboardInterrupt is
+  raised once they have exited.
   Returns:
     run name -> FINISHED (before this call), DONE or FAILED.
   """
@@ -383,6 +390,14 @@ def run_subprocesses(runs: Sequence[Run], outdir: str, *, parallel: int,
   queue = pending(runs, outdir)
   statuses = {r.name: FINISHED for r in runs}
   total, active = len(queue), {}  # Popen -> (run, log file, start time).
+
+  def interrupt(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+
+  # Signal handlers can only be set in the main thread.
+  main = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, interrupt) if main else None
   try:
     while queue or active:
       while queue and len(active) < parallel:
@@ -390,7 +405,8 @@ def run_subprocesses(runs: Sequence[Run], outdir: str, *, parallel: int,
         os.makedirs(run.workdir(outdir), exist_ok=True)
         log = open(os.path.join(run.workdir(outdir), LOG_FILE), 'a')
         process = subprocess.Popen(command(run, outdir, train_script, python),
-                                   stdout=log, stderr=subprocess.STDOUT)
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
         active[process] = (run, log, time.time())
         logging.info('[%d/%d] started %s (pid %d)',
                      total - len(queue), total, run.name, process.pid)
@@ -407,12 +423,19 @@ def run_subprocesses(runs: Sequence[Run], outdir: str, *, parallel: int,
                         run.name, process.returncode, _last_line(log.name),
                         log.name)
   except KeyboardInterrupt:
+    if main:
+      signal.signal(signal.SIGTERM, signal.SIG_IGN)  # One signal is enough.
     for process in active:
       process.send_signal(signal.SIGTERM)
-    for process, (_, log, _) in active.items():
+    for process, (run, log, _) in active.items():
       process.wait()
       log.close()
+      logging.warning('%s stopped (exit code %d); run again to resume it.',
+                      run.name, process.returncode)
     raise
+  finally:
+    if main:
+      signal.signal(signal.SIGTERM, previous)
   return statuses
 
 
