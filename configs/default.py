@@ -16,18 +16,26 @@ Usage:
       --config=configs/default.py:modalities=image+audio+text,label=label ...
 
 Variant string (after the colon): comma-separated key=value pairs.
-  fusion=NAME          fusion method (concat, late, weighted_sum, modality_attention,
-                       gated, cross_attention)
+  fusion=NAME          fusion method: pooled-vector ones (concat, late,
+                       weighted_sum, modality_attention, gated, tensor,
+                       low_rank, film, bilinear, nonlocal_gate) or token-level
+                       ones (cross_attention, mult, mbt, early, perceiver);
+                       it sets model.fusion to the method's knobs at their
+                       defaults
   image=NAME, audio=NAME, text=NAME   encoder per modality
   size=NAME            size variant for every encoder (tiny, small)
   modalities=a+b       modalities the model uses (default image+text)
   label=FEATURE        the dataset feature classified (default text_matches)
   mode=jit|pmap        parallel mode
-Any single field is also overridable with --config.a.b=value.
+Any single field is also overridable with --config.a.b=value, the chosen
+fusion method's knobs included (--config.model.fusion.num_heads=8); choose
+the method with the variant, not with --config.model.fusion.name, which
+keeps the knobs of the config's method.
 """
 import ml_collections
 
 from mmjax.data.builders import scenes
+from mmjax.models import fusion
 
 VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'size', 'modalities',
                 'label', 'mode')
@@ -106,8 +114,13 @@ def get_config(arg=None):
           audio=dict(name=variant.get('audio', 'cnn'), size=size),
           text=dict(name=variant.get('text', 'embedding_bag'), size=size),
       ),
-      fusion=dict(name=variant.get('fusion', 'cross_attention')),
+      # The method's name and knobs (see its class in mmjax/models/fusion/).
+      fusion=fusion.base.default_config(
+          variant.get('fusion', 'cross_attention')),
       head_dropout=0.0,
+      # Training only: each modality of each example is dropped (marked
+      # missing) with this probability.
+      modality_dropout=0.0,
   ))
 
   set_preprocessing(c, PP)

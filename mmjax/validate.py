@@ -1,7 +1,5 @@
 """Config validation: every ConfigError is raised here, before anything compiles
 or any directory is written."""
-import dataclasses
-
 import jax.numpy as jnp
 import ml_collections
 
@@ -10,6 +8,7 @@ from mmjax import models as _models  # noqa: F401  (registers encoders, fusions)
 from mmjax import tasks as _tasks  # noqa: F401  (registers tasks)
 from mmjax.errors import ConfigError, check_fields
 from mmjax.models import layers
+from mmjax.models.fusion import base as fusion_base
 from mmjax.models.encoders import check_encoder_config
 from mmjax.data.ops.audio import AudioFeatures
 from mmjax.registry import FUSIONS, MODALITIES, TASKS
@@ -17,9 +16,6 @@ from mmjax.train import sharding as sharding_lib
 from mmjax.train.optimizer import check_optimizer_config
 
 PARALLEL_MODES = ('jit', 'pmap')
-# Fields every fusion method receives from the model, not from the config.
-_FUSION_MODEL_FIELDS = ('modalities', 'dim', 'dtype', 'param_dtype',
-                        'block_options', 'parent', 'name')
 
 
 def _check_positive(config, *fields):
@@ -33,9 +29,15 @@ def _check_positive(config, *fields):
 
 def _check_fusion(cfg: ml_collections.ConfigDict) -> None:
   cls = FUSIONS.get(cfg.name, field='model.fusion.name')
-  allowed = ({f.name for f in dataclasses.fields(cls)} -
-             set(_FUSION_MODEL_FIELDS)) | {'name'}
+  allowed = {f.name for f in fusion_base.knobs(cls)} | {'name'}
   check_fields(cfg, allowed, 'model.fusion', f'fusion {cfg.name!r}')
+
+
+def _check_modality_dropout(p) -> None:
+  if (not isinstance(p, (int, float)) or isinstance(p, bool) or
+      not 0 <= p < 1):
+    raise ConfigError('model.modality_dropout', f'got {p!r}; expected a '
+                      'probability in [0, 1) (0: no modality dropout).')
 
 
 def _check_audio_features(encoder_cfg, *pps) -> None:
@@ -119,6 +121,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
   if 'audio' in modalities:
     _check_audio_features(config.model.encoders.audio, pp_train, pp_eval)
   _check_fusion(config.model.fusion)
+  _check_modality_dropout(config.model.modality_dropout)
   try:
     jnp.dtype(config.model.dtype)
   except TypeError:

@@ -19,9 +19,14 @@ class MultimodalModel(nn.Module):
 
   Batch keys per modality `m`: `m` (the input), optional `m + '_mask'` (valid
   steps of a variable-length input) and optional `m + '_present'` [B] (0 marks
-  the modality as missing for that example, e.g. for robustness evaluation or
-  modality dropout). A modality whose key is absent from the batch is missing
-  for every example. Returns logits [B, num_outputs] (float32).
+  the modality as missing for that example, e.g. for robustness evaluation).
+  A modality whose key is absent from the batch is missing for every example.
+  Returns logits [B, num_outputs] (float32).
+
+  Modality dropout: when training, each modality of each example is marked
+  missing with probability `modality_dropout` (drawn from the 'dropout' RNG),
+  exactly as a 0 in `m + '_present'` would, so the fusion learns to cope
+  with the missing-modality patterns it meets at test time.
 
   Activations are computed in `dtype`, parameters kept in `param_dtype`;
   `block_options` reach every transformer block (encoders and fusion).
@@ -34,6 +39,7 @@ class MultimodalModel(nn.Module):
   vocab_size: Optional[int] = None
   sample_rate: Optional[int] = None
   head_dropout: float = 0.0
+  modality_dropout: float = 0.0
   dtype: Any = jnp.float32
   bn_axis_name: Optional[str] = None
   param_dtype: Any = jnp.float32
@@ -56,6 +62,10 @@ class MultimodalModel(nn.Module):
       x, mask = encoder(batch[m], batch.get(f'{m}_mask'), train=train)
       if f'{m}_present' in batch:
         mask = mask & batch[f'{m}_present'].astype(bool)[:, None]
+      if train and self.modality_dropout > 0:
+        kept = jax.random.bernoulli(self.make_rng('dropout'),
+                                    1 - self.modality_dropout, mask.shape[:1])
+        mask = mask & kept[:, None]
       tokens[m] = layers.dense(self.dim, None, 'embed', self.dtype,
                                name=f'{m}_proj',
                                param_dtype=self.param_dtype)(x)
@@ -91,7 +101,7 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
       encoders={m: mc.encoders[m] for m in mc.modalities},
       fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
       vocab_size=vocab_size, sample_rate=sample_rate,
-      head_dropout=mc.head_dropout,
+      head_dropout=mc.head_dropout, modality_dropout=mc.modality_dropout,
       dtype=jnp.dtype(mc.dtype), bn_axis_name=bn_axis_name,
       param_dtype=jnp.dtype(mc.param_dtype),
       block_options=layers.BlockOptions(

@@ -1,15 +1,23 @@
 """Tests of the fusion methods; generic ones run for every registered name."""
 import functools
 
+from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ml_collections import config_flags
 import numpy as np
 import pytest
 
+from configs import default
+from mmjax import partitioning
 from mmjax.errors import ConfigError
 from mmjax.models import fusion  # noqa: F401  (registers the methods)
 from mmjax.models import layers
+from mmjax.models.fusion import base
 from mmjax.registry import FUSIONS
+from mmjax.train import sharding
+from mmjax.validate import validate_config
 
 NAMES = FUSIONS.names()
 MODALITIES = ('image', 'audio', 'text')
@@ -56,6 +64,12 @@ def build(name, modalities, **knobs):
   return module, variables
 
 
+def output_loss(out):
+  """A scalar of every output: the sum of squares of pooled (and tokens)."""
+  extra = 0.0 if out.tokens is None else jnp.sum(out.tokens ** 2)
+  return jnp.sum(out.pooled ** 2) + extra
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(name, modalities):
   """Jitted (forward, grads) of the method `name` with default knobs.
@@ -71,9 +85,7 @@ def compiled(name, modalities):
                              is_leaf=lambda x: isinstance(x, tuple))
 
   def loss(params, tokens, masks):
-    out, _ = forward({'params': params}, tokens, masks)
-    extra = 0.0 if out.tokens is None else jnp.sum(out.tokens ** 2)
-    return jnp.sum(out.pooled ** 2) + extra
+    return output_loss(forward({'params': params}, tokens, masks)[0])
 
   return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1)))
 
@@ -167,6 +179,35 @@ def test_jit_does_not_recompile_when_only_mask_values_change(name):
 
 
 @pytest.mark.parametrize('name', NAMES)
+def test_sharded_loss_equals_single_device_loss(name):
+  """The loss of 8 examples with the parameters sharded by the default
+  config's logical rules over a 2 x 4 data x fsdp mesh of the 8 devices, the
+  inputs split over the batch and activation constraints in force equals
+  the single-device loss (summed over two batches of 4, with the forward
+  pass the other tests compiled: examples do not interact)."""
+  module, variables = build(name, MODALITIES)
+  # Every absence pattern of PADDED_LENGTHS, then all present.
+  halves = [(make_tokens(seed=0), make_masks(PADDED_LENGTHS)),
+            (make_tokens(seed=1), make_masks(99))]
+  single = sum(output_loss(apply(name, *half)[0]) for half in halves)
+
+  def loss(variables, tokens, masks):
+    return output_loss(module.apply(variables, tokens, masks, train=False))
+
+  mesh = sharding.make_mesh(dict(data=2, fsdp=4, tensor=1))
+  rules = default.get_config().parallel.rules
+  shardings = sharding.state_shardings(variables, mesh, rules)
+  assert not all(s.is_fully_replicated for s in jax.tree.leaves(shardings))
+  inputs = jax.device_put(
+      jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *halves),
+      sharding.batch_sharding(mesh, rules))
+  with partitioning.activation_sharding(mesh, rules):
+    sharded = jax.jit(loss)(
+        jax.device_put(nn.meta.unbox(variables), shardings), *inputs)
+  np.testing.assert_allclose(sharded, single, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', NAMES)
 def test_dropout_is_applied_in_training(name):
   module, _ = build(name, MODALITIES, dropout=0.5)
   variables = build(name, MODALITIES)[1]  # Dropout adds no parameters.
@@ -248,3 +289,31 @@ def test_bad_knob_raises_config_error(name, knobs, field):
   with pytest.raises(ConfigError) as error:
     build(name, MODALITIES, **knobs)
   assert error.value.field == field
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_default_config_holds_every_knob_at_its_default(name):
+  config = default.get_config(f'fusion={name}')
+  cls = FUSIONS.get(name, 'model.fusion.name')
+  knobs = {f.name: f.default for f in base.knobs(cls)}
+  assert dict(config.model.fusion) == dict(knobs, name=name)
+  validate_config(config, num_devices=8)
+
+
+@pytest.mark.parametrize('variant, overrides', [
+    ('', dict(num_heads=8, mlp_dim=32, dropout=0.25)),
+    ('fusion=film', dict(target='text', hidden_dim=0)),
+])
+def test_knobs_are_overridable_from_the_command_line(variant, overrides):
+  """As experiments/train.py parses them: a locked config, knobs whose
+  default is None included."""
+  argv = ['train', f'--config={default.__file__}:{variant}'] + [
+      f'--config.model.fusion.{k}={v}' for k, v in overrides.items()]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  knobs = dict(flag_values.config.model.fusion)
+  module = FUSIONS.get(knobs.pop('name'), 'model.fusion.name')(
+      modalities=MODALITIES, dim=D, **knobs)
+  assert {k: getattr(module, k) for k in overrides} == overrides

@@ -9,16 +9,27 @@ modalities or padding, however large they are.
 
 Parameters of a per-modality piece (a head, a block) are created when that
 modality's key is present: initialise a model with every modality in the batch.
+
+A method's knobs are its dataclass fields other than MODEL_FIELDS;
+`default_config` lists them, with their defaults, for `config.model.fusion`.
 """
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+import dataclasses
+import typing
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ml_collections import config_dict
 
 from mmjax.errors import ConfigError
 from mmjax.models import layers
+from mmjax.registry import FUSIONS
+
+# Fields every fusion method receives from the model, not from the config.
+MODEL_FIELDS = ('modalities', 'dim', 'dtype', 'param_dtype', 'block_options',
+                'parent', 'name')
 
 
 @flax.struct.dataclass
@@ -116,6 +127,37 @@ def width(value: Optional[int], default: int, field: str,
     raise ConfigError(f'model.fusion.{field}', f'got {value!r}; expected '
                       f'{allowed} or None (= {default}).')
   return value
+
+
+def knobs(cls: type) -> Tuple[dataclasses.Field, ...]:
+  """The fields of fusion class `cls` that `config.model.fusion` sets."""
+  return tuple(f for f in dataclasses.fields(cls) if f.name not in MODEL_FIELDS)
+
+
+def default_config(name: str) -> Dict[str, Any]:
+  """`config.model.fusion` for the registered method `name`: its name and
+  every knob at its default, so that `--config.model.fusion.<knob>=v` can
+  override any of them in a locked config.
+
+  A knob whose default is None ('None -> dim') becomes a typed placeholder
+  (`ml_collections.config_dict.placeholder`): a None field cannot be
+  overridden from the command line, a placeholder parses the knob's type.
+  Call it after importing `mmjax.models.fusion`, which registers the methods.
+  """
+  cls = FUSIONS.get(name, field='model.fusion.name')
+  hints = typing.get_type_hints(cls)
+  config = {'name': name}
+  for field in knobs(cls):
+    default = (field.default_factory() if field.default is dataclasses.MISSING
+               else field.default)
+    if default is None:  # Optional[T]: a value must be a T.
+      kinds = [typing.get_origin(t) or t
+               for t in typing.get_args(hints[field.name])
+               if t is not type(None)]
+      default = config_dict.placeholder(kinds[0] if len(kinds) == 1
+                                        else object)
+    config[field.name] = default
+  return config
 
 
 class HiddenLayer(nn.Module):
