@@ -24,6 +24,8 @@ JOB_ARRAY = flags.DEFINE_string(
 PYTHON = flags.DEFINE_string('python', sys.executable,
                              'Interpreter of the subprocesses and commands.')
 flags.mark_flag_as_required('outdir')
+flags.register_validator('parallel', lambda n: n >= 0,
+                         message='--parallel must be >= 0')
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             'train.py')
@@ -31,8 +33,6 @@ TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 def launch_kwargs() -> Dict[str, Any]:
   """The keyword arguments of `mmjax.sweep.launch` the flags give."""
-  if PARALLEL.value < 0:
-    raise flags.ValidationError('--parallel must be >= 0')
   return dict(train_script=os.path.relpath(TRAIN_SCRIPT),
               parallel=PARALLEL.value, print_commands=PRINT_COMMANDS.value,
               job_array=JOB_ARRAY.value, python=PYTHON.value)

@@ -35,7 +35,11 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
+from mmjax import bench
+from mmjax import data
+from mmjax import models  # noqa: F401  (registers the fusion methods)
 from mmjax import sweep
+from mmjax import tasks  # noqa: F401  (registers the tasks)
 from mmjax.registry import FUSIONS, TASKS
 
 ROBUSTNESS_FILE = 'robustness.json'
@@ -94,7 +98,6 @@ def parse_variants(text: str) -> List[Variant]:
 
 def registered_variants() -> List[Variant]:
   """Every registered fusion method, with its default knobs."""
-  from mmjax import models  # noqa: F401  pylint: disable=unused-import
   return parse_variants(','.join(FUSIONS.names()))
 
 
@@ -113,8 +116,6 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95
 
 def task_metric(config: ml_collections.ConfigDict) -> str:
   """The eval metric the config's task selects checkpoints by."""
-  from mmjax import data
-  from mmjax import tasks  # noqa: F401  pylint: disable=unused-import
   spec = data.DatasetSpec(config.dataset, tuple(config.model.modalities))
   task = TASKS.get(config.task.name, field='task.name')(
       config.task, num_classes=spec.num_classes, multilabel=spec.multilabel)
@@ -128,7 +129,6 @@ def measure(config: ml_collections.ConfigDict, path: str, *, steps: int,
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  from mmjax import bench
   result = bench.benchmark(config, steps=steps, warmup=warmup,
                            peak_sizes=_PEAK_SIZES)
   os.makedirs(os.path.dirname(path), exist_ok=True)

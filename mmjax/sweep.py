@@ -38,10 +38,14 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
 
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
 from mmjax.errors import ConfigError
+from mmjax.train import loop
+from mmjax.train import preemption
+from mmjax.validate import validate_config
 
 SUMMARY_FILE = 'summary.json'  # What train_and_evaluate writes at the end.
 LOG_FILE = 'train.log'  # A subprocess run's stdout and stderr.
@@ -199,6 +203,11 @@ def make_runs(config: str, sweep: Sequence[Mapping[str, Any]],
         variant[key[1:]] = format_value(value)
       else:
         overrides[key] = value
+    if 'fusion' in variant and FUSION_NAME in overrides:
+      raise ValueError(
+          f'{FUSION_NAME} is overridden for every run, which would replace '
+          f'the method this run picks ({variant["fusion"]}); choose the '
+          'method in one place.')
     run = Run(name=run_name(settings), config=with_variant(config, variant),
               overrides=overrides, settings=dict(settings))
     if run.name in seen:
@@ -272,7 +281,7 @@ def load_sweep_file(path: str) -> List[Dict[str, Any]]:
   return [dict(s) for s in sweep]
 
 
-# -- Running --------------------------------------------------------------------
+# -- Running ------------------------------------------------------------------
 
 FINISHED, DONE, FAILED = 'finished', 'done', 'failed'
 
@@ -329,23 +338,18 @@ def run_in_process(runs: Sequence[Run], outdir: str,
   Returns:
     run name -> FINISHED (before this call), DONE or FAILED.
   """
-  # Imported here: printing commands or launching subprocesses must not
-  # start JAX in this process (it would take accelerator memory).
-  import jax
-  from mmjax.train import preemption
-  from mmjax.train.loop import train_and_evaluate
-  from mmjax.validate import validate_config
-
   todo = pending(runs, outdir)
   configs = {r.name: r.load_config() for r in todo}
   for config in configs.values():
+    # This starts JAX's backend, which only this executor needs: printing
+    # commands or launching subprocesses leaves the accelerators to them.
     validate_config(config, num_devices=jax.device_count())
   statuses = {r.name: FINISHED for r in runs}
   for i, run in enumerate(todo, 1):
     logging.info('[%d/%d] %s', i, len(todo), run.name)
     try:
-      train_and_evaluate(configs[run.name], run.workdir(outdir),
-                         progress=progress)
+      loop.train_and_evaluate(configs[run.name], run.workdir(outdir),
+                              progress=progress)
       statuses[run.name] = DONE
     except preemption.Preempted:
       raise
@@ -483,7 +487,7 @@ def launch(runs: Sequence[Run], outdir: str, *, train_script: str,
   return run_in_process(runs, outdir, progress=progress)
 
 
-# -- Tables ---------------------------------------------------------------------
+# -- Tables -------------------------------------------------------------------
 
 Column = Tuple[str, str, Callable[[Any], str]]  # (key, header, formatter)
 
