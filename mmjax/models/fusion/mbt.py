@@ -67,12 +67,13 @@ class MBT(transformer.TransformerFusion):
     num_bottlenecks = base.width(self.num_bottlenecks, 4, 'num_bottlenecks')
     tokens, masks = base.prepare(tokens, masks, self.modalities, self.dim)
     batch = next(iter(tokens.values())).shape[0]
-    bottleneck = self.param(
-        'bottleneck', layers.kernel((None, 'embed'),
-                                    nn.initializers.normal(0.02)),
-        (num_bottlenecks, self.dim), self.param_dtype).astype(self.dtype)
-    bottleneck = jnp.broadcast_to(bottleneck,
-                                  (batch, num_bottlenecks, self.dim))
+    if fusion_layer < num_layers:  # Late fusion has no bottleneck.
+      initial = self.param(
+          'bottleneck',
+          layers.kernel((None, 'embed'), nn.initializers.normal(0.02)),
+          (num_bottlenecks, self.dim), self.param_dtype)
+      bottleneck = jnp.broadcast_to(initial.astype(self.dtype),
+                                    (batch, num_bottlenecks, self.dim))
     present = jnp.stack([masks[m].any(axis=1) for m in tokens], axis=1)
     with_bottleneck = {
         m: jnp.concatenate([masks[m], jnp.ones((batch, num_bottlenecks),

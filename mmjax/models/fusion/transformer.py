@@ -1,4 +1,4 @@
-"""Pieces shared by the transformer fusion methods (mult, mbt, early, perceiver).
+"""Pieces shared by the transformer fusion methods: mult, mbt, early, perceiver.
 
 `TransformerFusion` holds the fields they share (heads, MLP width, block
 options) and makes their blocks; `attend` and `zero_masked` keep masked and
