@@ -22,9 +22,9 @@ file.
 Each run works in <outdir>/<run name> (e.g. runs/abl/model.head_dropout=0.3,
 seed=1): a finished run is not run again and an interrupted one resumes.
 Launch with --parallel=N (subprocesses), or write the commands for a
-scheduler with --print_commands or --job_array=FILE and run this script again
-once they are done to get the table. The table is printed and written to
-<outdir>/ablation.csv and ablation.md.
+scheduler with --print_commands or --job_array=FILE and get the table with
+--report_only (it lists unfinished runs as pending). The table is printed and
+written to <outdir>/ablation.csv and ablation.md.
 """
 import sys
 

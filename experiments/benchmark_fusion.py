@@ -19,9 +19,11 @@ every run.
 Runs work in <outdir>/<run name>; a rerun skips finished runs, resumes
 interrupted ones and reuses the step measurements in <outdir>/bench/, so the
 same command finishes an interrupted benchmark. With --print_commands or
---job_array the runs go to a scheduler; run the script again when they are
-done to get the report. The step is measured in this process after training
-(--nobench to skip it, e.g. on a login node). Writes results.csv, results.md,
+--job_array the runs go to a scheduler; --report_only then reports the seeds
+finished so far. The step is measured in this process after training, on a
+batch already on the devices (input pipeline excluded), once per variant;
+--nobench skips it (e.g. on a login node). With config.compilation_cache_dir
+set, a cached step's compile time is the cache's load time. Writes results.csv, results.md,
 metric_vs_flops.png, metric_vs_params.png and, where runs hold a
 robustness.json, robustness_<modality>.png (see mmjax/fusion_benchmark.py).
 """

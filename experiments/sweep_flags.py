@@ -21,6 +21,9 @@ JOB_ARRAY = flags.DEFINE_string(
     'job_array', None, 'Write one command per unfinished run to this file, '
     'one a line (line i for array task i: sed -n ${SLURM_ARRAY_TASK_ID}p), '
     'and run nothing.')
+REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False, 'Run nothing: only the table of the runs finished '
+    'so far (e.g. while a scheduler runs the others).')
 PYTHON = flags.DEFINE_string('python', sys.executable,
                              'Interpreter of the subprocesses and commands.')
 flags.mark_flag_as_required('outdir')
@@ -35,4 +38,5 @@ def launch_kwargs() -> Dict[str, Any]:
   """The keyword arguments of `mmjax.sweep.launch` the flags give."""
   return dict(train_script=os.path.relpath(TRAIN_SCRIPT),
               parallel=PARALLEL.value, print_commands=PRINT_COMMANDS.value,
-              job_array=JOB_ARRAY.value, python=PYTHON.value)
+              job_array=JOB_ARRAY.value, report_only=REPORT_ONLY.value,
+              python=PYTHON.value)

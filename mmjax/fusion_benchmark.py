@@ -191,9 +191,12 @@ def columns(metric: str) -> List[str]:
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
-  """The results table: metric as 'mean ± CI half-width' over n seeds."""
+  """The results table: metric as 'mean ± CI half-width' over the finished
+  seeds ('2 of 3' while some are not)."""
   rows = [{**r, 'metric': _mean_pm_ci(r.get(f'{metric}_mean'),
-                                      r.get(f'{metric}_ci95'))} for r in rows]
+                                      r.get(f'{metric}_ci95')),
+           'seeds': str(r['seeds']) if r['seeds'] == r['runs'] else
+                    f'{r["seeds"]} of {r["runs"]}'} for r in rows]
 
   def scaled(factor, fmt):
     return lambda v: '-' if v is None else fmt.format(v * factor)
@@ -326,6 +329,7 @@ def run_benchmark(config: str, variants: Sequence[Variant],
     rows.append(variant_row(variant, vruns, outdir, metric, result))
   keys = columns(metric)
   keys += sorted({k for r in rows for k in r if k not in keys})
+  os.makedirs(outdir, exist_ok=True)  # Nothing may have run yet.
   sweep.write_csv(rows, keys, os.path.join(outdir, 'results.csv'))
   table = markdown(rows, metric)
   with open(os.path.join(outdir, 'results.md'), 'w') as f:

@@ -283,7 +283,7 @@ def load_sweep_file(path: str) -> List[Dict[str, Any]]:
 
 # -- Running ------------------------------------------------------------------
 
-FINISHED, DONE, FAILED = 'finished', 'done', 'failed'
+FINISHED, DONE, FAILED, PENDING = 'finished', 'done', 'failed', 'pending'
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
@@ -445,7 +445,8 @@ def run_subprocesses(runs: Sequence[Run], outdir: str, *, parallel: int,
 
 def launch(runs: Sequence[Run], outdir: str, *, train_script: str,
            parallel: int = 0, print_commands: bool = False,
-           job_array: Optional[str] = None, python: str = sys.executable,
+           job_array: Optional[str] = None, report_only: bool = False,
+           python: str = sys.executable,
            progress: bool = True) -> Optional[Dict[str, str]]:
   """Runs a sweep's unfinished runs, or writes their commands.
 
@@ -459,14 +460,18 @@ def launch(runs: Sequence[Run], outdir: str, *, train_script: str,
     job_array: write them to this file instead, one a line, for a
       scheduler's job array (line i: `sed -n ${SLURM_ARRAY_TASK_ID}p FILE`
       with --array=1-N). With print_commands, both.
+    report_only: run nothing; unfinished runs are PENDING (e.g. while a
+      scheduler runs them).
     python: the interpreter of the subprocesses and commands.
     progress: show each in-process run's progress bar.
   Returns:
-    run name -> FINISHED, DONE or FAILED, or None when only commands were
-    written.
+    run name -> FINISHED, DONE, FAILED or PENDING, or None when only
+    commands were written.
   """
   _check_workdirs(runs, outdir)
   todo = pending(runs, outdir)
+  if report_only:
+    return {r.name: PENDING if r in todo else FINISHED for r in runs}
   if print_commands or job_array:
     lines = [shlex.join(command(r, outdir, train_script, python))
              for r in todo]
@@ -534,7 +539,7 @@ def summary_rows(runs: Sequence[Run], outdir: str,
     summary = run.summary(outdir) or {}
     row = {'run': run.name, **{k: format_value(v)
                                for k, v in run.settings.items()},
-           'status': statuses.get(run.name, FINISHED if summary else 'pending')}
+           'status': statuses[run.name]}
     row.update(summary.get('eval', {}))
     for key in ('num_params', 'steps_per_second', 'wall_time_seconds'):
       row[key] = summary.get(key)
@@ -547,6 +552,7 @@ def write_summary(runs: Sequence[Run], outdir: str,
   """Writes `<outdir>/<stem>.csv` and `.md` of `summary_rows`; returns the
   Markdown table."""
   rows = summary_rows(runs, outdir, statuses)
+  os.makedirs(outdir, exist_ok=True)  # Nothing may have run yet.
   settings = list(dict.fromkeys(k for r in runs for k in r.settings))
   metrics = sorted({k for r in runs for k in (r.summary(outdir) or {}).get(
       'eval', {})})

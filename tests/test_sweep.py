@@ -88,7 +88,7 @@ def _parse_train_command(line):
   return argv, config.value, workdir.value
 
 
-def test_commands_and_job_array_one_per_run(tmp_path, capsys):
+def test_commands_job_array_and_report_only_run_nothing(tmp_path, capsys):
   outdir, job_array = str(tmp_path / 'out'), str(tmp_path / 'jobs.txt')
   settings = sweep.grid({'model.fusion.name': ['concat', 'gated'],
                          'seed': [0, 1]})
@@ -116,6 +116,13 @@ def test_commands_and_job_array_one_per_run(tmp_path, capsys):
     assert set(_parse_train_command(line)[1].model.fusion) == set(
         fusion_base.default_config(name))
   assert not os.path.exists(outdir)
+  # While a scheduler runs them, --report_only tables them as pending.
+  statuses = sweep.launch(runs, outdir, train_script='experiments/train.py',
+                          report_only=True)
+  assert statuses == {r.name: sweep.PENDING for r in runs}
+  assert sweep.write_summary(runs, outdir, statuses).count(
+      '| pending |') == 4
+  assert sorted(os.listdir(outdir)) == ['ablation.csv', 'ablation.md']
 
 
 def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
