@@ -310,6 +310,8 @@ def run_benchmark(config: str, variants: Sequence[Variant],
     (rows, Markdown table, names of the runs that failed; the report covers
     the finished ones), or None when only commands were written.
   """
+  if not variants or not seeds:
+    raise ValueError('the benchmark needs at least one variant and one seed.')
   runs = sweep.make_runs(config, [{**v.settings, 'seed': s}
                                   for v in variants for s in seeds],
                          base_overrides)
