@@ -31,7 +31,8 @@ def _audio(rng):
   """0.5 s of a 440 Hz tone with noise at 8 kHz, padded to 6,000 samples."""
   t = np.arange(4000) / 8000
   audio = np.zeros(6000, np.float32)
-  audio[:4000] = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(4000)
+  audio[:4000] = (0.5 * np.sin(2 * np.pi * 440 * t) +
+                  0.05 * rng.standard_normal(4000))
   return audio, np.arange(6000) < 4000
 
 
@@ -73,7 +74,7 @@ def test_corruption_identity_monotone_deterministic_in_range(
   _, again, _ = _apply(modality, noise, dtype, 0.6)
   _, other_seed, _ = _apply(modality, noise, dtype, 0.6, seed=1)
   if modality == 'text':
-    assert isinstance(y, str) and y == again
+    assert isinstance(y, str) and y == again and y != other_seed
     return
   np.testing.assert_array_equal(y, again)
   if noise not in ('blur', 'contrast'):  # These draw nothing.
@@ -221,6 +222,9 @@ def test_protocol_end_to_end(make_config, tmp_path):
   noises = dict(image=['gaussian'], text=['word_drop'])
   results = protocol.run(experiment, state, step, levels=(0., 1.),
                          noises=noises)
+  # One compiled eval step per subset of modalities (the batch keys differ);
+  # the noisy evaluations reuse the one of every modality.
+  assert experiment.runner._eval._cache_size() == 3  # pylint: disable=protected-access
   # A baseline run whose robustness.json holds these curves (same metric,
   # seed and levels): they are read from it, not evaluated (it has no
   # checkpoints), and each falls by 0.4.

@@ -3,7 +3,7 @@ robustness_<modality>.png (the metric vs the noise level, one line per noise
 type; the baseline's curves dashed when there is one)."""
 import json
 import os
-from typing import List, Mapping
+from typing import List, Mapping, Optional
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -48,8 +48,9 @@ def markdown(results: Mapping) -> str:
 
 
 def plot(results: Mapping, modality: str,
-         baseline: Mapping = None) -> Figure:
-  """The metric vs the level for each noise of `modality`."""
+         baseline: Optional[Mapping] = None) -> Figure:
+  """The metric vs the level for each noise of `modality` (dashed: the
+  baseline's; dotted: the metric without `modality`)."""
   fig = Figure(figsize=(5, 3.5))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
@@ -59,6 +60,13 @@ def plot(results: Mapping, modality: str,
     if baseline:
       ax.plot(*zip(*baseline['noise'][modality][noise]), linestyle='--',
               color=color, label=f'{noise} (baseline)')
+  # Where a curve would end if the noise erased the modality: the metric
+  # with it absent (the other modalities alone).
+  every = next(iter(results['missing'])).split('+')  # Subsets: all first.
+  absent = '+'.join(m for m in every if m != modality)
+  if absent in results['missing']:
+    ax.axhline(results['missing'][absent], color='gray', linestyle=':',
+               label=f'without {modality}')
   ax.set_xlabel('noise level')
   ax.set_ylabel(results['metric'])
   ax.set_title(f'{modality} (step {results["step"]})')
@@ -69,7 +77,7 @@ def plot(results: Mapping, modality: str,
 
 
 def write(results: Mapping, output_dir: str,
-          baseline: Mapping = None) -> List[str]:
+          baseline: Optional[Mapping] = None) -> List[str]:
   """Writes the JSON, the tables and one plot per modality to `output_dir`
   (created if needed); returns the paths written."""
   os.makedirs(output_dir, exist_ok=True)
