@@ -117,6 +117,11 @@ class Checkpointer:
     the keep-best policy.
     """
     self.wait()
+    if not os.path.isdir(self.directory):
+      # Orbax would wait forever on the temporary directory it cannot make.
+      raise CheckpointError(step, self.directory, (
+          'the checkpoint directory is gone or is not a directory (storage '
+          'unmounted or removed?); nothing can be saved.'))
     try:
       self._manager.save(
           step,
@@ -129,6 +134,18 @@ class Checkpointer:
       raise CheckpointError(step, self._step_dir(step),
                             f'saving failed: {e}') from e
     self._pending = step
+
+  def check(self) -> None:
+    """Raises CheckpointError if the pending save has already failed; does
+    not wait for one still running (cheap: call it at every log step)."""
+    if self._pending is None:
+      return
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:
+      step, self._pending = self._pending, None
+      raise CheckpointError(step, self._step_dir(step),
+                            f'saving failed: {e}') from e
 
   def wait(self) -> None:
     """Blocks until the pending asynchronous save has finished.

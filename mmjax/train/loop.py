@@ -199,6 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if step % config.log_every_steps == 0 or step == total:
           guard.check(*checked)  # This step's count goes into its record.
           checked = None
+          checkpointer.check()  # A failed save stops the run now.
           host = runner.fetch(metrics)
           writer.write(step, 'train', {**host, 'nonfinite_steps': guard.total})
           bar.set_postfix(loss=f'{host["loss"]:.4f}')

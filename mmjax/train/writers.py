@@ -1,17 +1,23 @@
 """Metric writers: TensorBoard event files and a JSONL file in the workdir.
 
 Only process 0 writes (other processes get a writer that does nothing), so
-multi-host runs produce one set of logs.
+multi-host runs produce one set of logs. Events are written and flushed in
+the caller's thread: tensorboardX's own writer queues them for a background
+thread, and when that thread dies (a full disk) the queue fills and the
+training loop blocks forever instead of failing.
 """
 import json
 import logging as std_logging
 import os
+import time
 from typing import Mapping
 
 import jax
 import numpy as np
 from absl import logging
-from tensorboardX import SummaryWriter
+from tensorboardX import summary as tb_summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -22,7 +28,9 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     if self._active:
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      logdir = os.path.join(workdir, 'tensorboard')
+      os.makedirs(logdir, exist_ok=True)
+      self._tb = EventsWriter(os.path.join(logdir, 'events'))
       self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a')
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
@@ -30,7 +38,10 @@ class MetricWriter:
       return
     scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
     for name, value in scalars.items():
-      self._tb.add_scalar(f'{split}/{name}', value, step)
+      self._tb.write_event(event_pb2.Event(
+          wall_time=time.time(), step=step,
+          summary=tb_summary.scalar(f'{split}/{name}', value)))
+    self._tb.flush()
     self._jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) +
                       '\n')
     self._jsonl.flush()

@@ -1,0 +1,356 @@
+"""Fault injection against the real training script, run in subprocesses:
+preemption by signal, SIGKILL during an asynchronous save, resume on another
+mesh, corrupted checkpoints, bad data at run time and disk trouble.
+
+The runs share one tiny config (image + text, 8 CPU devices, an fsdp mesh)
+and a persistent compilation cache, so each subprocess compiles little.
+"""
+import functools
+import glob
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mmjax.errors import CheckpointError
+from mmjax.train import preemption
+from mmjax.train.checkpoint import CORRUPT_PREFIX, TMP_MARKER, Checkpointer
+from mmjax.train.loop import Experiment
+from mmjax.train.writers import read_metrics
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+STEPS = 40  # Long enough to signal a run midway, short enough to be cheap.
+
+
+@pytest.fixture(scope='module')
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('xla_cache'))
+
+
+def _flags(data_dir, cache_dir, workdir, steps=STEPS, **overrides):
+  """train.py flags of the tiny run; `overrides` are config fields ('__'
+  nesting), e.g. checkpoint__fallback_on_corrupt=True."""
+  config = dict(
+      dataset__builder_config='tiny', dataset__data_dir=data_dir,
+      input__global_batch_size=16, input__eval_batch_size=24,
+      num_train_steps=steps, log_every_steps=1, eval_every_steps=1000,
+      checkpoint_every_steps=STEPS // 2, optimizer__warmup_steps=2,
+      parallel__mesh__data=1, parallel__mesh__fsdp=8,
+      compilation_cache_dir=cache_dir)
+  config.update(overrides)
+  return ['--config=configs/default.py:fusion=concat', f'--workdir={workdir}'
+          ] + [f'--config.{k.replace("__", ".")}={v}'
+               for k, v in config.items()]
+
+
+def _start(flags, devices=8, file_limit=None):
+  """Starts experiments/train.py with `flags` on `devices` CPU devices.
+
+  With `file_limit` (bytes), writing a larger file fails with EFBIG as on a
+  full disk (SIGXFSZ, which a full disk does not send, is ignored); 0 only
+  ignores SIGXFSZ, for a limit set later with `_fill_disk`.
+  """
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS':
+         f'--xla_force_host_platform_device_count={devices}'}
+
+  def limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if file_limit:
+      resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'experiments', 'train.py'), *flags],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, preexec_fn=None if file_limit is None else limit)
+
+
+def _fill_disk(process, size):
+  """From now on `process` cannot write a file larger than `size` bytes."""
+  resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (size, size))
+
+
+def _run(flags, **kwargs):
+  """Runs train.py to the end: (returncode, stderr)."""
+  process = _start(flags, **kwargs)
+  _, stderr = process.communicate(timeout=600)
+  return process.returncode, stderr
+
+
+def _train_steps(workdir):
+  """step -> train record of the run in `workdir` (the last one written)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return {}
+  return {r['step']: r for r in read_metrics(workdir) if r['split'] == 'train'}
+
+
+def _wait_for(predicate, process, timeout=300):
+  start = time.time()
+  while not predicate():
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    assert time.time() - start < timeout
+    time.sleep(0.005)
+
+
+def _params(workdir, step):
+  """The parameters saved at `step`, as host arrays."""
+  state = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), 'state'))
+  return jax.tree.map(np.asarray, state['params'])
+
+
+@pytest.fixture(scope='module')
+def reference(data_dir, cache_dir, tmp_path_factory):
+  """An uninterrupted run of STEPS steps on 8 devices with an fsdp mesh."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  code, stderr = _run(_flags(data_dir, cache_dir, workdir))
+  assert code == 0, stderr[-3000:]
+  return workdir
+
+
+def _assert_tree_equal(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
+                          jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def test_preemption_saves_exits_75_and_resumes_bitwise(
+    reference, data_dir, cache_dir, tmp_path):
+  """SIGTERM, then SIGINT, each a few steps into a run: each run saves the
+  step it reached and exits with code 75; the third run finishes. Every
+  train record and the final parameters equal the uninterrupted run's."""
+  workdir = str(tmp_path)
+  flags = _flags(data_dir, cache_dir, workdir)
+  stopped = []
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    begin = max(_train_steps(workdir), default=0)
+    process = _start(flags)
+    _wait_for(lambda: max(_train_steps(workdir), default=0) >= begin + 3,
+              process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == preemption.EXIT_CODE, stderr[-3000:]
+    step = max(int(s) for s in os.listdir(os.path.join(workdir,
+                                                       'checkpoints')))
+    assert begin + 3 <= step < STEPS
+    assert (f'{sig.name} received: checkpointed step {step} and stopped; '
+            'run the same command again to resume.') in stderr
+    stopped.append(step)
+  code, stderr = _run(flags)
+  assert code == 0, stderr[-3000:]
+  assert f'Resumed from step {stopped[-1]}' in stderr
+  assert stopped[0] < stopped[1]
+  # Records of steps trained twice (after the last save, before the
+  # signal) are written twice; the last one is the resumed run's.
+  assert _train_steps(workdir) == _train_steps(reference)
+  _assert_tree_equal(_params(workdir, STEPS), _params(reference, STEPS))
+
+
+def test_sigkill_during_async_save_keeps_previous_step(
+    data_dir, cache_dir, tmp_path):
+  """A run saving every step is killed while a save is being written: the
+  latest visible step restores, and the next start removes the temporary
+  directory and finishes the run."""
+  workdir = str(tmp_path)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  flags = _flags(data_dir, cache_dir, workdir, steps=1000,
+                 checkpoint_every_steps=1)
+
+  def saving():
+    names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
+    return (any(n.isdigit() for n in names) and
+            any(TMP_MARKER in n for n in names))
+
+  process = _start(flags)
+  _wait_for(saving, process)
+  process.kill()
+  process.communicate()
+  leftovers = glob.glob(os.path.join(checkpoints, f'*{TMP_MARKER}*'))
+  assert leftovers  # The kill caught a save in the middle.
+  latest = max(int(n) for n in os.listdir(checkpoints) if n.isdigit())
+
+  code, stderr = _run(_flags(data_dir, cache_dir, workdir, steps=latest + 2))
+  assert code == 0, stderr[-3000:]
+  assert f'Resumed from step {latest}' in stderr
+  assert 'left by a save that did not finish' in stderr
+  assert not glob.glob(os.path.join(checkpoints, f'*{TMP_MARKER}*'))
+  assert str(latest + 2) in os.listdir(checkpoints)
+
+
+@functools.lru_cache(maxsize=None)
+def _experiment(config_json, devices, mesh):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  config.parallel.mesh = dict(mesh)
+  return Experiment(config, devices=jax.devices()[:devices])
+
+
+@pytest.mark.parametrize('devices,mesh', [
+    (4, (('data', 2), ('fsdp', 2), ('tensor', 1))),
+    (2, (('data', 2), ('fsdp', 1), ('tensor', 1))),
+    (1, (('data', 1), ('fsdp', 1), ('tensor', 1))),
+    (8, (('data', 2), ('fsdp', 1), ('tensor', 4))),
+])
+def test_checkpoint_restores_on_another_mesh(reference, devices, mesh):
+  """The 8-device fsdp checkpoint restores into the shardings of 4, 2 and 1
+  devices and of a data x tensor mesh, with equal values, and trains on."""
+  with open(os.path.join(reference, 'config.json')) as f:
+    experiment = _experiment(f.read(), devices, mesh)
+  runner = experiment.runner
+  checkpointer = experiment.make_checkpointer(reference, read_only=True)
+  state = checkpointer.restore(STEPS, runner.restore_target())
+  checkpointer.close()
+  for x, sharding in zip(jax.tree.leaves(state),
+                         jax.tree.leaves(runner.state_sharding)):
+    assert x.sharding.is_equivalent_to(sharding, x.ndim)
+  _assert_tree_equal(jax.tree.map(np.asarray, state.params),
+                     _params(reference, STEPS))
+  state, metrics = runner.train_step(state, next(experiment.train_iterator()))
+  assert int(state.step) == STEPS + 1
+  assert np.isfinite(runner.fetch(metrics)['loss'])
+
+
+def _corrupt_copy(reference, tmp_path, how):
+  """A copy of the reference run whose step STEPS is damaged by `how` (step
+  STEPS / 2 stays good); returns (workdir, the damaged path)."""
+  workdir = str(tmp_path / how)
+  shutil.copytree(reference, workdir)
+  step_dir = os.path.join(workdir, 'checkpoints', str(STEPS))
+  if how == 'truncated':
+    path = max(glob.glob(os.path.join(step_dir, 'state', '*', 'd', '*')),
+               key=os.path.getsize)
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  elif how == 'deleted':
+    path = max(glob.glob(os.path.join(step_dir, 'state', '*', 'd', '*')),
+               key=os.path.getsize)
+    os.remove(path)
+  elif how == 'metadata':
+    path = os.path.join(step_dir, 'state', '_METADATA')
+    os.remove(path)
+  else:  # A temporary item directory: the step's save never completed.
+    path = os.path.join(step_dir, f'state{TMP_MARKER}-1234')
+    os.makedirs(path)
+  return workdir, path
+
+
+@pytest.mark.parametrize('how', ['truncated', 'deleted', 'metadata', 'tmp'])
+def test_corrupt_checkpoint_error_names_step_and_file(reference, tmp_path,
+                                                      how):
+  workdir, path = _corrupt_copy(reference, tmp_path, how)
+  with open(os.path.join(reference, 'config.json')) as f:
+    experiment = _experiment(f.read(), 1, (('data', 1), ('fsdp', 1),
+                                           ('tensor', 1)))
+  checkpointer = experiment.make_checkpointer(workdir)
+  start = time.time()
+  with pytest.raises(CheckpointError) as error:
+    checkpointer.restore_latest(experiment.runner.restore_target())
+  assert time.time() - start < 10
+  assert error.value.step == STEPS and error.value.path == path
+  assert f'checkpoint step {STEPS}: {path}: ' in str(error.value)
+  assert 'fallback_on_corrupt' in str(error.value)
+  checkpointer.close()
+
+
+def test_training_falls_back_to_previous_step_when_asked(
+    reference, data_dir, cache_dir, tmp_path):
+  """Training from a corrupt latest step fails naming it; with the fallback
+  flag it resumes from the previous step, here on 2 devices with a tensor
+  mesh: the 8-device fsdp run goes on on another mesh."""
+  workdir, path = _corrupt_copy(reference, tmp_path, 'truncated')
+  flags = _flags(data_dir, cache_dir, workdir, steps=STEPS + 1,
+                 parallel__mesh__fsdp=1, parallel__mesh__tensor=2)
+  code, stderr = _run(flags, devices=2)
+  assert code != 0
+  assert f'CheckpointError: checkpoint step {STEPS}: {path}: has ' in stderr
+
+  code, stderr = _run(flags + ['--config.checkpoint.fallback_on_corrupt=True'],
+                      devices=2)
+  assert code == 0, stderr[-3000:]
+  assert 'Falling back to the previous step' in stderr
+  assert f'Resumed from step {STEPS // 2}' in stderr
+  names = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert any(n.startswith(f'{CORRUPT_PREFIX}{STEPS}-') for n in names)
+  assert str(STEPS + 1) in names
+  # The first step after the restore: same state, same batch, another mesh.
+  step = STEPS // 2 + 1
+  np.testing.assert_allclose(_train_steps(workdir)[step]['loss'],
+                             _train_steps(reference)[step]['loss'], rtol=1e-5)
+
+
+def test_batch_of_wrong_shape_or_dtype_names_the_modality(reference):
+  with open(os.path.join(reference, 'config.json')) as f:
+    experiment = _experiment(f.read(), 1, (('data', 1), ('fsdp', 1),
+                                           ('tensor', 1)))
+  batch = next(experiment.train_iterator())
+  state = experiment.runner.init(experiment.init_rng)
+  image = batch['image']
+  expected = f'float32[batch, {", ".join(map(str, image.shape[1:]))}]'
+  for bad in (image[:, :-1], image.astype(np.float64)):
+    with pytest.raises(ValueError) as error:
+      experiment.runner.train_step(state, {**batch, 'image': bad})
+    assert str(error.value).startswith(
+        f"'image': a batch holds {bad.dtype}{list(bad.shape)}; the model "
+        f'expects {expected}')
+
+
+def test_workdir_that_cannot_be_written_fails_at_start(
+    data_dir, cache_dir, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  code, stderr = _run(_flags(data_dir, cache_dir, str(blocker / 'run')))
+  assert code != 0
+  assert f'WorkdirError: workdir {blocker / "run"}: cannot be created' in (
+      stderr)
+  # A file-size limit below one checkpoint: the disk is "full" for it.
+  workdir = tmp_path / 'full'
+  code, stderr = _run(_flags(data_dir, cache_dir, str(workdir)),
+                      file_limit=100_000)
+  assert code != 0
+  assert f'WorkdirError: workdir {workdir}: is not writable: writing a ' in (
+      stderr)
+  assert not (workdir / 'metrics.jsonl').exists()  # Before training.
+
+
+def test_failed_save_stops_the_run_naming_the_step(data_dir, cache_dir,
+                                                   tmp_path):
+  """The disk fills while the run trains: the asynchronous save of step
+  STEPS / 2 fails in Orbax's thread, and the main thread raises it (at the
+  first log step after the failure) instead of training on unsaved."""
+  workdir = str(tmp_path)
+  process = _start(_flags(data_dir, cache_dir, workdir,
+                          checkpoint_every_steps=STEPS // 2), file_limit=0)
+  _wait_for(lambda: max(_train_steps(workdir), default=0) >= 3, process)
+  _fill_disk(process, 100_000)  # Below the largest checkpoint file.
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode != 0
+  assert (f'CheckpointError: checkpoint step {STEPS // 2}: '
+          f'{os.path.join(workdir, "checkpoints", str(STEPS // 2))}: saving '
+          'failed: ') in stderr
+  assert 'File too large' in stderr
+  # Raised at a log step or, at the latest, before the next save starts.
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  assert not [n for n in os.listdir(os.path.join(workdir, 'checkpoints'))
+              if n.isdigit()]
+
+
+def test_save_into_a_vanished_directory_raises(tmp_path):
+  """Orbax would wait forever for the temporary directory it cannot make."""
+  directory = tmp_path / 'checkpoints'
+  checkpointer = Checkpointer(str(directory), keep_last=1, keep_best=0,
+                              best_metric='accuracy', best_mode='max')
+  directory.rmdir()
+  directory.write_text('storage gone')
+  data = iter(grain.MapDataset.range(3).to_iter_dataset())
+  with pytest.raises(CheckpointError, match='checkpoint step 1: .*is gone'):
+    checkpointer.save(1, {'w': np.zeros(2)}, data)
