@@ -159,6 +159,9 @@ def get_config(arg=None):
       keep_last=2,  # Most recent checkpoints kept...
       keep_best=1,  # ...plus the best ones by the task's eval metric.
       async_save=True,
+      # A corrupt latest step (truncated or missing file) is an error naming
+      # it; True sets it aside and resumes from the previous good step.
+      fallback_on_corrupt=False,
   ))
 
   c.parallel = ml_collections.ConfigDict(dict(
