@@ -354,3 +354,46 @@ def test_save_into_a_vanished_directory_raises(tmp_path):
   data = iter(grain.MapDataset.range(3).to_iter_dataset())
   with pytest.raises(CheckpointError, match='checkpoint step 1: .*is gone'):
     checkpointer.save(1, {'w': np.zeros(2)}, data)
+
+
+def _tree_digest(directory):
+  """Relative path -> (size, mtime) of every file under `directory`."""
+  return {os.path.relpath(os.path.join(root, n), directory):
+          (os.path.getsize(os.path.join(root, n)),
+           os.path.getmtime(os.path.join(root, n)))
+          for root, _, names in os.walk(directory) for n in names}
+
+
+def test_evaluate_script_any_step_any_modalities_read_only(reference,
+                                                           tmp_path):
+  checkpoints = os.path.join(reference, 'checkpoints')
+  before = _tree_digest(checkpoints)
+  output = tmp_path / 'eval.json'
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'evaluate.py'),
+       f'--workdir={reference}', f'--output={output}',
+       '--modalities=image,text', '--modalities=text'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(output.read_text())
+  assert results['step'] == STEPS
+  both, text = results['evaluations']
+  assert both['modalities'] == ['image', 'text']
+  assert text['modalities'] == ['text']
+  trained = [r for r in read_metrics(reference) if r['split'] == 'eval'][-1]
+  assert trained['step'] == STEPS
+  for name, value in both['metrics'].items():
+    assert value == pytest.approx(trained[name], rel=1e-6), name
+  assert text['metrics']['num_examples'] == both['metrics']['num_examples']
+  assert text['metrics'] != both['metrics']
+  assert _tree_digest(checkpoints) == before  # Nothing written or removed.
+
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'evaluate.py'),
+       f'--workdir={reference}', '--step=7'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode != 0
+  assert (f'has no checkpoint of step 7; saved steps: [{STEPS // 2}, '
+          f'{STEPS}]') in result.stderr
