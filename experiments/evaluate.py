@@ -21,7 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from mmjax.train import distributed
+import multihost_flags
 from mmjax.train import evaluation
 from mmjax.train.writers import quiet_library_logs
 
@@ -35,20 +35,13 @@ _MODALITIES = flags.DEFINE_multi_string(
     'repeat for several evaluations (default: all of the run\'s).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON file for the results '
                               '(default: <workdir>/eval/step_<N>.json).')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None,
-                                   'Multi-host: this process, 0-based.')
 flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+  multihost_flags.initialize()
   quiet_library_logs()
   config = _CONFIG.value or evaluation.load_config(_WORKDIR.value)
   experiment, state, step = evaluation.restore(config, _WORKDIR.value,

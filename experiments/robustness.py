@@ -24,9 +24,9 @@ from absl import flags
 from absl import logging
 import jax
 
+import multihost_flags
 from mmjax.robustness import protocol
 from mmjax.robustness import report
-from mmjax.train import distributed
 from mmjax.train import evaluation
 from mmjax.train.writers import quiet_library_logs
 
@@ -46,12 +46,6 @@ _NOISES = flags.DEFINE_list(
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the corruptions.')
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where the results go (default: --workdir).')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None,
-                                   'Multi-host: this process, 0-based.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -71,8 +65,7 @@ def _noises(pairs):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+  multihost_flags.initialize()
   quiet_library_logs()
   config = evaluation.load_config(_WORKDIR.value)
   experiment, state, step = evaluation.restore(config, _WORKDIR.value,

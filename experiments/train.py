@@ -23,7 +23,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from mmjax.train import distributed
+import multihost_flags
 from mmjax.train import preemption
 from mmjax.train.loop import train_and_evaluate
 from mmjax.train.writers import quiet_library_logs
@@ -33,20 +33,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
                                'logs and summary.json.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None,
-                                   'Multi-host: this process, 0-based.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+  multihost_flags.initialize()
   quiet_library_logs()
   if jax.process_index() != 0:  # Process 0 speaks for the run.
     logging.set_verbosity(logging.WARNING)
