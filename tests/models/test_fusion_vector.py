@@ -19,7 +19,7 @@ from mmjax.models import model as model_lib
 from mmjax.models.fusion import base
 from mmjax.models.fusion.bilinear import signed_sqrt
 from mmjax.validate import validate_config
-from test_fusion import (B, D, MODALITIES, PADDED_LENGTHS, apply, build,
+from test_fusion import (B, D, MODALITIES, PADDED_LENGTHS, apply, build, jit,
                          make_masks, make_tokens, present)
 
 
@@ -59,7 +59,7 @@ def test_tensor_is_the_outer_product_of_the_modalities():
 @functools.lru_cache(maxsize=None)
 def low_rank_rank2():
   module, variables = build('low_rank', MODALITIES, rank=2)
-  return jax.jit(lambda *a: module.apply(variables, *a, train=False).pooled)
+  return jit(lambda *a: module.apply(variables, *a, train=False).pooled)
 
 
 def test_low_rank_is_tfn_with_a_rank_r_weight_tensor():
@@ -152,21 +152,22 @@ def dropout_model():
   """(jitted run, variables, batch) of a model with modality_dropout 0.5.
 
   run(variables, batch, rng, train) -> (logits, the masks the fusion got).
+  Random parameters (the head's zero init would make every logit 0) and
+  NumPy inputs: no initialisation or RNG to compile.
   """
   config = default.get_config('modalities=image+text,fusion=concat')
   config.model.dim, config.model.modality_dropout = D, 0.5
   model = model_lib.build_model(config, num_outputs=3, vocab_size=VOCAB)
-  keys = jax.random.split(jax.random.key(0), 3)
+  rng = np.random.default_rng(0)
   batch = {
-      'image': jax.random.normal(keys[0], (MODEL_BATCH, 8, 8, 3)),
-      'text': jax.random.randint(keys[1], (MODEL_BATCH, 8), 0, VOCAB),
-      'text_mask': jnp.ones((MODEL_BATCH, 8), bool),
+      'image': rng.normal(size=(MODEL_BATCH, 8, 8, 3)).astype(np.float32),
+      'text': rng.integers(0, VOCAB, (MODEL_BATCH, 8)),
+      'text_mask': np.ones((MODEL_BATCH, 8), bool),
   }
-  variables = nn.meta.unbox(jax.jit(functools.partial(
-      model.init, train=False))(jax.random.key(1), batch))
-  # The head starts at zero (all logits 0); a random one shows the inputs.
-  head = variables['params']['head']
-  head['kernel'] = jax.random.normal(keys[2], head['kernel'].shape)
+  shapes = nn.meta.unbox(jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0), batch))
+  variables = jax.tree.map(
+      lambda x: 0.3 * rng.normal(size=x.shape).astype(x.dtype), shapes)
 
   def run(variables, batch, rng, train):
     seen = {}
@@ -182,7 +183,7 @@ def dropout_model():
                            rngs={'dropout': rng})
     return logits, seen
 
-  return jax.jit(run, static_argnames='train'), variables, batch
+  return jit(run, static_argnames='train'), variables, batch
 
 
 def kept(masks):
@@ -204,15 +205,14 @@ def test_modality_dropout_drops_about_half_and_dropped_inputs_do_not_count():
   assert 0.35 < 1 - is_kept.mean() < 0.65  # 128 draws at p = 0.5.
   assert not (is_kept[:, 0] == is_kept[:, 1]).all()  # Independent draws.
   # Garbage in every dropped (example, modality) changes nothing...
-  noise = jax.random.split(jax.random.key(3), 2)
+  noise = np.random.default_rng(1)
   garbage = dict(
       batch,
-      image=jnp.where(is_kept[:, 0, None, None, None], batch['image'],
-                      1e3 * jax.random.normal(noise[0],
-                                              batch['image'].shape)),
-      text=jnp.where(is_kept[:, 1, None], batch['text'],
-                     jax.random.randint(noise[1], batch['text'].shape, 0,
-                                        VOCAB)))
+      image=np.where(is_kept[:, 0, None, None, None], batch['image'],
+                     1e3 * noise.normal(size=batch['image'].shape)).astype(
+                         np.float32),
+      text=np.where(is_kept[:, 1, None], batch['text'],
+                    noise.integers(0, VOCAB, batch['text'].shape)))
   np.testing.assert_allclose(run(variables, garbage, rng, train=True)[0],
                              logits, rtol=1e-6, atol=1e-6)
   # ...while changing the kept images does change the logits.
