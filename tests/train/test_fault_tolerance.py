@@ -68,10 +68,26 @@ def _start(flags, devices=8, file_limit=None):
     if file_limit:
       resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 
-  return subprocess.Popen(
+  process = subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'experiments', 'train.py'), *flags],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True, preexec_fn=None if file_limit is None else limit)
+  _STARTED.append(process)
+  return process
+
+
+_STARTED = []  # Every training process a test starts.
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers():
+  """A failed or timed-out test leaves no training process behind."""
+  yield
+  while _STARTED:
+    process = _STARTED.pop()
+    if process.poll() is None:
+      process.kill()
+      process.communicate()
 
 
 def _fill_disk(process, size):
