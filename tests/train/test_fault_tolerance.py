@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow_datasets as tfds
 
 from mmjax.errors import CheckpointError
 from mmjax.train import preemption
@@ -413,3 +414,45 @@ def test_evaluate_script_any_step_any_modalities_read_only(reference,
   assert result.returncode != 0
   assert (f'has no checkpoint of step 7; saved steps: [{STEPS // 2}, '
           f'{STEPS}]') in result.stderr
+
+
+class OddSizes(tfds.core.GeneratorBasedBuilder):
+  """A catalog-style dataset whose test images are larger than its train
+  images, as when a user forgets a resize op."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {'image': tfds.features.Tensor(shape=(None, 16, 3), dtype=np.uint8),
+         'label': tfds.features.ClassLabel(num_classes=2)}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(16, 16),
+            'test': self._generate_examples(8, 20)}
+
+  def _generate_examples(self, num, height):
+    rng = np.random.default_rng(height)
+    for i in range(num):
+      yield i, {'image': rng.integers(0, 255, (height, 16, 3), np.uint8),
+                'label': i % 2}
+
+
+def test_batch_of_the_wrong_shape_stops_the_run_naming_the_modality(
+    tmp_path, cache_dir):
+  """The run trains on 16 x 16 images; the first evaluation meets 20 x 16
+  ones and fails naming 'image' and the shape the model was built for."""
+  data_dir = str(tmp_path / 'tfds')
+  OddSizes(data_dir=data_dir, file_format='array_record').download_and_prepare()
+  code, stderr = _run([
+      '--config=configs/default.py:modalities=image,label=label,fusion=concat',
+      f'--workdir={tmp_path / "run"}', '--config.dataset.name=odd_sizes',
+      f'--config.dataset.data_dir={data_dir}',
+      '--config.input.global_batch_size=8', '--config.input.eval_batch_size=8',
+      '--config.num_train_steps=2', '--config.eval_every_steps=2',
+      '--config.optimizer.warmup_steps=1',
+      f'--config.compilation_cache_dir={cache_dir}'], devices=1)
+  assert code != 0
+  assert ("ValueError: 'image': a batch holds float32[8, 20, 16, 3]; the "
+          'model expects float32[batch, 16, 16, 3]') in stderr
+  assert max(_train_steps(str(tmp_path / 'run'))) == 2
