@@ -9,6 +9,7 @@ import functools
 import glob
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -341,24 +342,33 @@ def test_workdir_that_cannot_be_written_fails_at_start(
 
 def test_failed_save_stops_the_run_naming_the_step(data_dir, cache_dir,
                                                    tmp_path):
-  """The disk fills while the run trains: the asynchronous save of step
-  STEPS / 2 fails in Orbax's thread, and the main thread raises it (at the
-  first log step after the failure) instead of training on unsaved."""
+  """The disk fills while the run trains: the next asynchronous save fails in
+  Orbax's thread, and the main thread raises it (at the first log step after
+  the failure) instead of training on unsaved.
+
+  Which save is the first to fail depends on how far the run got before the
+  test set the limit (a loaded machine may let it pass a checkpoint step), so
+  the test reads the step from the error and checks everything against it.
+  """
   workdir = str(tmp_path)
-  process = _start(_flags(data_dir, cache_dir, workdir,
-                          checkpoint_every_steps=STEPS // 2), file_limit=0)
+  every = STEPS // 2
+  process = _start(_flags(data_dir, cache_dir, workdir, steps=3 * every,
+                          checkpoint_every_steps=every), file_limit=0)
   _wait_for(lambda: max(_train_steps(workdir), default=0) >= 3, process)
   _fill_disk(process, 100_000)  # Below the largest checkpoint file.
   _, stderr = process.communicate(timeout=300)
   assert process.returncode != 0
-  assert (f'CheckpointError: checkpoint step {STEPS // 2}: '
-          f'{os.path.join(workdir, "checkpoints", str(STEPS // 2))}: saving '
-          'failed: ') in stderr
+  directory = os.path.join(workdir, 'checkpoints')
+  error = re.search(rf'CheckpointError: checkpoint step (\d+): '
+                    rf'{re.escape(directory)}/(\d+): saving failed: ', stderr)
+  assert error and error[1] == error[2], stderr[-4000:]
+  failed = int(error[1])
+  assert failed % every == 0
   assert 'File too large' in stderr
   # Raised at a log step or, at the latest, before the next save starts.
+  assert max(_train_steps(workdir)) <= failed + every
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
-  assert not [n for n in os.listdir(os.path.join(workdir, 'checkpoints'))
-              if n.isdigit()]
+  assert all(int(n) < failed for n in os.listdir(directory) if n.isdigit())
 
 
 def test_save_into_a_vanished_directory_raises(tmp_path):
