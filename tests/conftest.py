@@ -1,9 +1,10 @@
 """Test set-up: 8 forced CPU devices, set before JAX is imported anywhere."""
 import os
 
+from cpu_devices import xla_flags
+
 os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') +
-    ' --xla_force_host_platform_device_count=8').strip()
+    os.environ.get('XLA_FLAGS', '') + ' ' + xla_flags(8)).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # noqa: E402  (after the XLA flags above)

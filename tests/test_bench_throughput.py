@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from cpu_devices import subprocess_env
+
 REPO = os.path.join(os.path.dirname(__file__), '..')
 
 
@@ -16,7 +18,6 @@ def test_bench_throughput_writes_every_measurement(data_dir, tmp_path):
            '--config.model.encoders.audio.depth=1',
            '--config.model.encoders.text.depth=1']
   out.write_text(json.dumps([{'label': 'earlier'}]))  # A previous result.
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   result = subprocess.run([
       sys.executable, os.path.join(REPO, 'experiments', 'bench_throughput.py'),
       '--config=configs/bench.py', '--config.dataset.builder_config=tiny',
@@ -24,7 +25,8 @@ def test_bench_throughput_writes_every_measurement(data_dir, tmp_path):
       '--config.input.global_batch_size=4', *small,
       '--steps=2', '--warmup=1', '--peak_sizes=128,256', '--label=new',
       f'--out={out}',
-  ], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+  ], capture_output=True, text=True, timeout=600, env=subprocess_env(2),
+      cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads(out.read_text())
   assert [r['label'] for r in results] == ['earlier', 'new']  # Appended.

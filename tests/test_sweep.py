@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from cpu_devices import subprocess_env
 from mmjax import bench
 from mmjax import fusion_benchmark
 from mmjax import sweep
@@ -207,16 +208,14 @@ def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
 def test_ablate_runs_in_parallel_subprocesses_and_summarises(data_dir,
                                                              tmp_path):
   outdir = str(tmp_path / 'ablation')
-  # One CPU device per run (two runs share the machine's cores), and no
-  # LLVM optimisation: it halves the compile time of these 2-step runs.
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1 '
-         '--xla_backend_optimization_level=0'}
   result = subprocess.run([
       sys.executable, os.path.join(REPO, 'experiments', 'ablate.py'),
       f'--config={CONFIG}', '--grid=seed=0,1', '--parallel=2',
       f'--outdir={outdir}',
       *[f'--config.{k}={v}' for k, v in tiny(data_dir).items()],
-  ], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+  ], capture_output=True, text=True, timeout=600,
+      # One CPU device per run: two runs share the machine's cores.
+      env=subprocess_env(1), cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = read_csv(os.path.join(outdir, 'ablation.csv'))
   assert [(r['run'], r['seed'], r['status']) for r in rows] == [

@@ -9,9 +9,11 @@ import numpy as np
 from PIL import Image
 import soundfile
 
+from cpu_devices import subprocess_env
+
 REPO = os.path.join(os.path.dirname(__file__), '..')
 # Two CPU devices: the sharded path, without 8 devices' worth of threads.
-ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+ENV = subprocess_env(2)
 
 
 def _run(args, env=None, script='train.py'):

@@ -52,20 +52,16 @@ def corrupt(tokens, masks):
           for m, t in tokens.items()}
 
 
+
+
 # Everything runs jitted and cached: one compile per method and input
-# structure is much faster than op-by-op dispatch. The tests compile far more
-# than they compute: without LLVM's optimisations the same arithmetic
-# compiles in about 60% of the time.
-jit = functools.partial(
-    jax.jit, compiler_options={'xla_backend_optimization_level': 0})
-
-
+# structure is much faster than op-by-op dispatch.
 @functools.lru_cache(maxsize=None)
 def build(name, modalities, **knobs):
   """The module and its variables, initialised with every modality present."""
   module = FUSIONS.get(name, field='model.fusion.name')(
       modalities=modalities, dim=D, **knobs)
-  variables = jit(functools.partial(module.init, train=False))(
+  variables = jax.jit(functools.partial(module.init, train=False))(
       jax.random.key(0), make_tokens(modalities), make_masks(99, modalities))
   return module, variables
 
@@ -93,7 +89,7 @@ def compiled(name, modalities):
   def loss(params, tokens, masks):
     return output_loss(forward({'params': params}, tokens, masks)[0])
 
-  return jit(forward), jit(jax.grad(loss, argnums=(0, 1)))
+  return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
 def apply(name, tokens, masks, modalities=MODALITIES):
@@ -208,8 +204,8 @@ def test_sharded_loss_equals_single_device_loss(name):
       jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *halves),
       sharding.batch_sharding(mesh, rules))
   with partitioning.activation_sharding(mesh, rules):
-    sharded = jit(loss)(jax.device_put(nn.meta.unbox(variables), shardings),
-                        *inputs)
+    sharded = jax.jit(loss)(
+        jax.device_put(nn.meta.unbox(variables), shardings), *inputs)
   np.testing.assert_allclose(sharded, single, rtol=1e-5)
 
 
@@ -218,7 +214,7 @@ def test_dropout_is_applied_in_training(name):
   module, _ = build(name, MODALITIES, dropout=0.5)
   variables = build(name, MODALITIES)[1]  # Dropout adds no parameters.
   tokens, masks = make_tokens(), make_masks(99)
-  train = jit(lambda: module.apply(
+  train = jax.jit(lambda: module.apply(
       variables, tokens, masks, train=True,
       rngs={'dropout': jax.random.key(1, impl='rbg')}).pooled)()
   assert_all_finite(train)

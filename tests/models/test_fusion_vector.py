@@ -19,7 +19,7 @@ from mmjax.models import model as model_lib
 from mmjax.models.fusion import base
 from mmjax.models.fusion.bilinear import signed_sqrt
 from mmjax.validate import validate_config
-from test_fusion import (B, D, MODALITIES, PADDED_LENGTHS, apply, build, jit,
+from test_fusion import (B, D, MODALITIES, PADDED_LENGTHS, apply, build,
                          make_masks, make_tokens, present)
 
 
@@ -59,7 +59,7 @@ def test_tensor_is_the_outer_product_of_the_modalities():
 @functools.lru_cache(maxsize=None)
 def low_rank_rank2():
   module, variables = build('low_rank', MODALITIES, rank=2)
-  return jit(lambda *a: module.apply(variables, *a, train=False).pooled)
+  return jax.jit(lambda *a: module.apply(variables, *a, train=False).pooled)
 
 
 def test_low_rank_is_tfn_with_a_rank_r_weight_tensor():
@@ -183,7 +183,7 @@ def dropout_model():
                            rngs={'dropout': rng})
     return logits, seen
 
-  return jit(run, static_argnames='train'), variables, batch
+  return jax.jit(run, static_argnames='train'), variables, batch
 
 
 def kept(masks):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cpu_devices import subprocess_env
 from mmjax.errors import ConfigError
 from mmjax.models import layers
 from mmjax.train.loop import Experiment
@@ -239,7 +240,6 @@ def test_accumulated_gradients_equal_the_full_batch(make_config):
 def test_compilation_cache_dir_receives_the_runs_executables(data_dir,
                                                             tmp_path):
   cache = tmp_path / 'xla_cache'
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   result = subprocess.run([
       sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
       '--config=configs/default.py:modalities=text',
@@ -249,7 +249,8 @@ def test_compilation_cache_dir_receives_the_runs_executables(data_dir,
       '--config.input.global_batch_size=8', '--config.input.eval_batch_size=16',
       '--config.num_train_steps=1', '--config.optimizer.warmup_steps=0',
       f'--config.compilation_cache_dir={cache}',
-  ], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+  ], capture_output=True, text=True, timeout=600,
+      env=subprocess_env(2), cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   entries = [p for p in cache.rglob('*') if p.is_file()]
   assert len(entries) >= 3  # At least init, train step and eval step.

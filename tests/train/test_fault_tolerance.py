@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
+from cpu_devices import subprocess_env
 from mmjax.errors import CheckpointError
 from mmjax.train import preemption
 from mmjax.train.checkpoint import CORRUPT_PREFIX, TMP_MARKER, Checkpointer
@@ -62,8 +63,6 @@ def _start(flags, devices=8, file_limit=None):
   full disk (SIGXFSZ, which a full disk does not send, is ignored); 0 only
   ignores SIGXFSZ, for a limit set later with `_fill_disk`.
   """
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS':
-         f'--xla_force_host_platform_device_count={devices}'}
 
   def limit():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -72,7 +71,7 @@ def _start(flags, devices=8, file_limit=None):
 
   process = subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'experiments', 'train.py'), *flags],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      cwd=REPO, env=subprocess_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True, preexec_fn=None if file_limit is None else limit)
   _STARTED.append(process)
   return process
@@ -396,13 +395,11 @@ def test_evaluate_script_any_step_any_modalities_read_only(reference,
   checkpoints = os.path.join(reference, 'checkpoints')
   before = _tree_digest(checkpoints)
   output = tmp_path / 'eval.json'
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'experiments', 'evaluate.py'),
        f'--workdir={reference}', f'--output={output}',
        '--modalities=image,text', '--modalities=text'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+      cwd=REPO, env=subprocess_env(8), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads(output.read_text())
   assert results['step'] == STEPS
@@ -420,7 +417,7 @@ def test_evaluate_script_any_step_any_modalities_read_only(reference,
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'experiments', 'evaluate.py'),
        f'--workdir={reference}', '--step=7'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+      cwd=REPO, env=subprocess_env(8), capture_output=True, text=True, timeout=600)
   assert result.returncode != 0
   assert (f'has no checkpoint of step 7; saved steps: [{STEPS // 2}, '
           f'{STEPS}]') in result.stderr

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from cpu_devices import subprocess_env
 from mmjax.train import distributed
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')
@@ -23,8 +24,6 @@ def _free_port() -> int:
 
 
 def _start(workdir, data_dir, devices, *extra):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
        '--config=configs/default.py:modalities=image+audio+text,label=label,'
@@ -38,7 +37,7 @@ def _start(workdir, data_dir, devices, *extra):
        f'--config.checkpoint_every_steps={STEPS // 2}',
        '--config.optimizer.warmup_steps=1',
        '--config.parallel.mesh.fsdp=2', *extra],
-      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      env=subprocess_env(devices), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True)
 
 

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cpu_devices import subprocess_env
 from mmjax.train.loop import Experiment
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')
@@ -51,7 +52,6 @@ def test_diverged_run_stops_naming_the_step_and_saves_only_finite_states(
     data_dir, tmp_path):
   """A learning rate of 1e30 makes the loss non-finite from step 2 on."""
   workdir = tmp_path / 'run'
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   result = subprocess.run([
       sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
       '--config=configs/default.py', f'--workdir={workdir}',
@@ -63,7 +63,8 @@ def test_diverged_run_stops_naming_the_step_and_saves_only_finite_states(
       '--config.optimizer.warmup_steps=0',
       '--config.optimizer.learning_rate=1e30',
       '--config.max_consecutive_nonfinite_steps=3',
-  ], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+  ], capture_output=True, text=True, timeout=600,
+      env=subprocess_env(2), cwd=REPO)
   assert result.returncode != 0
   assert ('NonFiniteError: step 4: non-finite grad_norm, loss; the update '
           'was skipped (3 in a row, 3 in all). Stopping after 3') in (
