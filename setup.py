@@ -19,6 +19,7 @@ setup(
         'numpy>=1.26',
         'optax>=0.2.4',
         'orbax-checkpoint>=0.11',
+        'pyarrow>=14',  # Parquet embedding export.
         'pillow>=10',
         'scikit-learn>=1.3',
         'scipy>=1.11',
@@ -28,5 +29,6 @@ setup(
         'tensorflow-datasets>=4.9.7',
         'tqdm>=4.66',
     ],
-    extras_require={'test': ['pytest>=8', 'pytest-xdist>=3.5']},
+    extras_require={'test': ['pytest>=8', 'pytest-xdist>=3.5',
+                             'sacrebleu>=2.4']},  # BLEU reference in tests.
 )
