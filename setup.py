@@ -19,8 +19,8 @@ setup(
         'numpy>=1.26',
         'optax>=0.2.4',
         'orbax-checkpoint>=0.11',
-        'pyarrow>=14',  # Parquet embedding export.
         'pillow>=10',
+        'pyarrow>=14',  # Parquet embedding export.
         'scikit-learn>=1.3',
         'scipy>=1.11',
         'sentencepiece>=0.2',
