@@ -5,7 +5,8 @@ asked. Every dataset is a TFDS dataset in array_record files, read by Grain
 through `builder.as_data_source()` (no TensorFlow):
 
 - mmjax's own datasets (registered in `mmjax.registry.DATASETS`: 'scenes',
-  'digits', 'triad') are generated locally by their builders on `prepare()`;
+  'digits', 'interaction', 'triad') are generated locally by their builders
+  on `prepare()`;
 - any other name is a TFDS dataset the user already has under `data_dir`: one
   converted by `experiments/prepare_dataset.py` from a manifest, or a TFDS
   catalog dataset (e.g. 'mnist', 'speech_commands') prepared in array_record
@@ -14,8 +15,9 @@ through `builder.as_data_source()` (no TensorFlow):
 `config.dataset.features` maps example keys (the modalities 'image', 'audio',
 'text' and the target 'label') to the dataset's feature names, e.g.
 `{'text': 'caption'}`; a key not mapped (or mapped to '') defaults to the
-feature of the same name, if there is one. A feature `<name>_present` (manifest datasets: False
-where the row lacks that modality) comes along as `<key>_present`.
+feature of the same name, if there is one. A feature `<name>_present`
+(manifest datasets: False where the row lacks that modality) comes along as
+`<key>_present`.
 """
 import os
 import sys
