@@ -1,0 +1,6 @@
+"""Host-side evaluation metrics."""
+from mmjax.metrics.text import cer
+from mmjax.metrics.text import cider_d
+from mmjax.metrics.text import corpus_bleu
+from mmjax.metrics.text import exact_match
+from mmjax.metrics.text import wer

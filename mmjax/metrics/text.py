@@ -1,0 +1,167 @@
+"""Corpus-level text metrics on the host: BLEU-4, CIDEr-D, WER, CER, exact match.
+
+Inputs are plain Python: a sentence is a string (split on whitespace into
+words) or a sequence of token ids (e.g. decoded ids up to EOS, with EOS and
+padding removed by the caller). Every function takes one hypothesis per
+example and, where a task has several references per example (captions),
+a list of references per example.
+"""
+import collections
+import math
+from typing import Dict, List, Sequence, Tuple, Union
+
+Sentence = Union[str, Sequence[int]]
+Words = Tuple
+
+CIDER_SIGMA = 6.0
+
+
+def _words(sentence: Sentence) -> Words:
+  return tuple(sentence.split() if isinstance(sentence, str) else sentence)
+
+
+def _ngrams(words: Words, max_n: int) -> collections.Counter:
+  """Counts of the 1- to max_n-grams of `words`."""
+  return collections.Counter(words[i:i + n] for n in range(1, max_n + 1)
+                             for i in range(len(words) - n + 1))
+
+
+def corpus_bleu(hypotheses: Sequence[Sentence],
+                references: Sequence[Sequence[Sentence]],
+                max_n: int = 4) -> float:
+  """Corpus BLEU (Papineni et al., 2002) in [0, 1], without smoothing.
+
+  Clipped n-gram matches and totals are summed over the corpus before the
+  precisions are taken; the brevity penalty compares the total hypothesis
+  length with the summed lengths of each example's closest reference
+  (the shorter one on ties), as sacrebleu does (`tokenize='none'`).
+
+  Args:
+    hypotheses: one sentence per example.
+    references: per example, a list of one or more reference sentences.
+  """
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
+                     'reference lists.')
+  matches, totals = [0] * max_n, [0] * max_n
+  hyp_len = ref_len = 0
+  for hypothesis, refs in zip(hypotheses, references):
+    words = _words(hypothesis)
+    refs = [_words(r) for r in refs]
+    max_ref = collections.Counter()
+    for ref in refs:
+      max_ref |= _ngrams(ref, max_n)  # Per n-gram maximum over references.
+    for ngram, count in _ngrams(words, max_n).items():
+      matches[len(ngram) - 1] += min(count, max_ref[ngram])
+      totals[len(ngram) - 1] += count
+    hyp_len += len(words)
+    ref_len += min((abs(len(r) - len(words)), len(r)) for r in refs)[1]
+  if min(matches) == 0:
+    return 0.0
+  log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
+  brevity = min(0.0, 1.0 - ref_len / hyp_len)
+  return math.exp(log_precision + brevity)
+
+
+def cider_d(hypotheses: Sequence[Sentence],
+            references: Sequence[Sequence[Sentence]], max_n: int = 4,
+            sigma: float = CIDER_SIGMA) -> float:
+  """Corpus CIDEr-D (Vedantam et al., 2015), as in the coco-caption code.
+
+  Document frequencies count, for every n-gram, the examples whose
+  references contain it, over the whole list given (the eval split). Each
+  sentence becomes per-n tf-idf vectors (counts times log(examples /
+  max(1, df))); an example scores the mean over its references and over
+  n = 1..max_n of the cosine similarity with the hypothesis' counts clipped
+  to the reference's, times a Gaussian penalty exp(-(length difference)^2 /
+  (2 sigma^2)), times 10. Returns the mean over examples.
+  """
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
+                     'reference lists.')
+  refs = [[_words(r) for r in example] for example in references]
+  ref_counts = [[_ngrams(r, max_n) for r in example] for example in refs]
+  document_frequency = collections.Counter()
+  for example in ref_counts:
+    document_frequency.update(set().union(*example))
+  log_examples = math.log(float(len(references)))
+
+  def vectors(counts: collections.Counter) -> Tuple[List[Dict], List[float]]:
+    vec = [{} for _ in range(max_n)]
+    for ngram, count in counts.items():
+      vec[len(ngram) - 1][ngram] = count * (
+          log_examples - math.log(max(1.0, document_frequency[ngram])))
+    norms = [math.sqrt(sum(v * v for v in vn.values())) for vn in vec]
+    return vec, norms
+
+  scores = []
+  for hypothesis, example_refs, example_counts in zip(hypotheses, refs,
+                                                      ref_counts):
+    words = _words(hypothesis)
+    hyp_vec, hyp_norm = vectors(_ngrams(words, max_n))
+    total = 0.0
+    for ref, counts in zip(example_refs, example_counts):
+      ref_vec, ref_norm = vectors(counts)
+      penalty = math.exp(-(len(words) - len(ref)) ** 2 / (2 * sigma ** 2))
+      for n in range(max_n):
+        if hyp_norm[n] and ref_norm[n]:
+          dot = sum(min(value, ref_vec[n].get(ngram, 0.0)) *
+                    ref_vec[n].get(ngram, 0.0)
+                    for ngram, value in hyp_vec[n].items())
+          total += penalty * dot / (hyp_norm[n] * ref_norm[n])
+    scores.append(10.0 * total / (max_n * len(example_refs)))
+  return sum(scores) / len(scores)
+
+
+def edit_distance(a: Sequence, b: Sequence) -> int:
+  """Levenshtein distance: insertions, deletions and substitutions."""
+  previous = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    current = [i]
+    for j, y in enumerate(b, 1):
+      current.append(min(previous[j] + 1, current[j - 1] + 1,
+                         previous[j - 1] + (x != y)))
+    previous = current
+  return previous[-1]
+
+
+def _error_rate(pairs) -> float:
+  edits = length = 0
+  for hypothesis, reference in pairs:
+    edits += edit_distance(hypothesis, reference)
+    length += len(reference)
+  return edits / max(length, 1)
+
+
+def wer(hypotheses: Sequence[Sentence], references: Sequence[Sentence]
+        ) -> float:
+  """Word error rate: word edits summed over the corpus / reference words."""
+  return _error_rate((_words(h), _words(r))
+                     for h, r in zip(hypotheses, references, strict=True))
+
+
+def cer(hypotheses: Sequence[Sentence], references: Sequence[Sentence]
+        ) -> float:
+  """Character (or, for id sequences, token) error rate over the corpus:
+  edits / reference length. Strings are compared as written, spaces
+  included."""
+  return _error_rate(zip(hypotheses, references, strict=True))
+
+
+def _normalize(answer: Sentence) -> Words:
+  return _words(answer.lower() if isinstance(answer, str) else answer)
+
+
+def exact_match(predictions: Sequence[Sentence],
+                references: Sequence[Union[Sentence, Sequence[Sentence]]]
+                ) -> float:
+  """Fraction of predictions equal to their reference, or to any of a list
+  of accepted answers. Strings compare lowercased with whitespace
+  collapsed; id sequences compare exactly."""
+  hits = 0
+  for prediction, accepted in zip(predictions, references, strict=True):
+    if isinstance(accepted, str) or (
+        accepted and not isinstance(accepted[0], (str, list, tuple))):
+      accepted = [accepted]  # One answer (a string or one id sequence).
+    hits += _normalize(prediction) in {_normalize(a) for a in accepted}
+  return hits / max(len(predictions), 1)
