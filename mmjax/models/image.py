@@ -105,7 +105,10 @@ class ResidualBlock(nn.Module):
 
 @ENCODERS['image'].register('resnet')
 class ResNet(nn.Module):
-  """ResNet-18/34 (basic blocks) or ResNet-50 (bottleneck blocks).
+  """ResNet-10/18/34 (basic blocks) or ResNet-50 (bottleneck blocks).
+
+  ResNet-10 (one basic block per stage) is the smallest of the family: the
+  'tiny' size, for tiny data and tests, where depth buys nothing.
 
   Stages of `width`, 2, 4 and 8 x `width` channels (x4 for bottlenecks), each
   after the first halving the resolution. Stem 'cifar' is one 3x3 conv (for
@@ -123,12 +126,13 @@ class ResNet(nn.Module):
 
   # depth -> (blocks per stage, bottleneck blocks?)
   STAGES: ClassVar[Dict[int, Tuple[Tuple[int, ...], bool]]] = {
+      10: ((1, 1, 1, 1), False),
       18: ((2, 2, 2, 2), False),
       34: ((3, 4, 6, 3), False),
       50: ((3, 4, 6, 3), True),
   }
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
-      'tiny': dict(depth=18, width=16, stem='cifar'),
+      'tiny': dict(depth=10, width=16, stem='cifar'),
       'small': dict(depth=18, width=32, stem='cifar'),
       'resnet18': dict(depth=18, width=64, stem='imagenet'),
       'resnet34': dict(depth=34, width=64, stem='imagenet'),
