@@ -88,22 +88,25 @@ def filter_logits(logits: jax.Array, top_k: int = 0,
 
   top_k: keep the k most likely tokens (0: all). top_p: keep the smallest set
   of most likely tokens whose probability sums to at least top_p (1.0: all);
-  the most likely token is always kept. Ties at the k-th value are all kept.
+  the most likely token is always kept. Ties at a cut-off are all kept.
   """
+  if not isinstance(top_k, int) or top_k < 0:
+    raise ValueError(f'top_k must be an int >= 0 (0: no limit), got {top_k!r}')
+  if not 0 < top_p <= 1:
+    raise ValueError(f'top_p must be in (0, 1], got {top_p!r}')
   neg_inf = jnp.array(-jnp.inf, logits.dtype)
   if top_k:
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, neg_inf, logits)
   if top_p < 1.0:
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    sorted_logits = -jnp.sort(-logits, axis=-1)
     probs = jax.nn.softmax(sorted_logits.astype(jnp.float32), axis=-1)
-    # A token stays when the mass of the tokens before it is below top_p.
+    # A token stays when the mass of the tokens before it is below top_p;
+    # the least likely one kept sets the cut-off.
     before = jnp.cumsum(probs, axis=-1) - probs
-    keep_sorted = before < top_p
-    keep = jnp.zeros_like(keep_sorted).at[
-        tuple(jnp.indices(order.shape)[:-1]) + (order,)].set(keep_sorted)
-    logits = jnp.where(keep, logits, neg_inf)
+    cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf),
+                     axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, neg_inf, logits)
   return logits
 
 

@@ -79,6 +79,9 @@ def cider_d(hypotheses: Sequence[Sentence],
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
                      'reference lists.')
+  if not references or not all(references):
+    raise ValueError('CIDEr-D needs at least one example and one reference '
+                     'per example.')
   refs = [[_words(r) for r in example] for example in references]
   ref_counts = [[_ngrams(r, max_n) for r in example] for example in refs]
   document_frequency = collections.Counter()

@@ -81,9 +81,11 @@ class _AttentionLSTMStep(nn.Module):
   """One step of the attention LSTM (Luong et al., 2015, input feeding).
 
   carry: ((c, h) [N, hidden_dim] each, attentional vector [N, dim]).
-  x: embedded previous token [N, dim]. Returns (carry, attentional vector
-  [N, dim]). The LSTM reads the token and the previous attentional vector;
-  its output h queries the memory; tanh(W [h; context]) is the step's output.
+  x: embedded previous token [N, dim]; keys: the memory projected for the
+  score [N, S, hidden_dim]; memory [N, S, D_m], memory_mask [N, S].
+  Returns (carry, attentional vector [N, dim]). The LSTM reads the token and
+  the previous attentional vector; its output h queries the memory;
+  tanh(W [h; context]) is the step's output.
   """
   hidden_dim: int
   attention: str
@@ -91,8 +93,8 @@ class _AttentionLSTMStep(nn.Module):
   param_dtype: layers.Dtype
 
   @nn.compact
-  def __call__(self, carry, x: jax.Array, memory: jax.Array,
-               memory_mask: jax.Array):
+  def __call__(self, carry, x: jax.Array, keys: jax.Array,
+               memory: jax.Array, memory_mask: jax.Array):
     lstm, feed = carry
     dim = x.shape[-1]
     dense = functools.partial(layers.dense, dtype=self.dtype,
@@ -104,18 +106,11 @@ class _AttentionLSTMStep(nn.Module):
                                             nn.initializers.orthogonal()),
         bias_init=layers.bias(('mlp',)))(lstm, jnp.concatenate([x, feed], -1))
     if self.attention == 'additive':  # Bahdanau: v . tanh(W_q h + W_k m).
-      keys = dense(self.hidden_dim, 'embed', 'mlp', use_bias=False,
-                   name='key')(memory)
       query = dense(self.hidden_dim, None, 'mlp', name='query')(h)
       scores = dense(1, 'mlp', None, use_bias=False, name='score')(
           jnp.tanh(keys + query[:, None]))[..., 0]
-    elif self.attention == 'dot':  # Luong 'general': h . W m.
-      keys = dense(self.hidden_dim, 'embed', None, use_bias=False,
-                   name='key')(memory)
+    else:  # Luong's 'general' score: h . W_k m.
       scores = jnp.einsum('nh,nsh->ns', h, keys)
-    else:
-      raise ValueError(f'attention must be one of {LSTM_ATTENTION}, got '
-                       f'{self.attention!r}')
     scores = jnp.where(memory_mask.astype(bool), scores.astype(jnp.float32),
                        jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
@@ -172,12 +167,20 @@ class LSTMDecoder(nn.Module):
     embedding = _embedding(self.vocab_size, self.dim, self.dtype,
                            self.param_dtype)
     drop = nn.Dropout(self.dropout, deterministic=not train)
+    if self.attention not in LSTM_ATTENTION:
+      raise ValueError(f'attention must be one of {LSTM_ATTENTION}, got '
+                       f'{self.attention!r}')
     x = drop(embedding(ids))
+    # Projected once for all T steps (the scan body would redo it per step).
+    keys = layers.dense(
+        self.hidden_dim, 'embed', 'mlp' if self.attention == 'additive'
+        else None, self.dtype, use_bias=False, name='key',
+        param_dtype=self.param_dtype)(memory)
     steps = nn.scan(_AttentionLSTMStep, variable_broadcast='params',
                     split_rngs={'params': False},
-                    in_axes=(1, nn.broadcast, nn.broadcast), out_axes=1)
+                    in_axes=(1,) + (nn.broadcast,) * 3, out_axes=1)
     state, x = steps(self.hidden_dim, self.attention, self.dtype,
-                     self.param_dtype, name='step')(state, x, memory,
+                     self.param_dtype, name='step')(state, x, keys, memory,
                                                     memory_mask)
     return _output_logits(drop(x), embedding, self.tie_embedding, self.dtype,
                           self.param_dtype), state
