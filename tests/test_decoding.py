@@ -34,12 +34,13 @@ def toy_step_fn(calls):
 
 @functools.lru_cache(maxsize=None)
 def model():
-  """A tiny 2-block Transformer decoder, its variables and a memory.
+  """A tiny Transformer decoder, its variables and a memory.
 
   The initial parameters are scaled up 3x so that the logits are far from
-  uniform: greedy decodes then vary across rows and some end with EOS.
+  uniform: greedy decodes then vary across rows and some end with EOS. One
+  block: test_decoders checks the caches of a deeper stack.
   """
-  module = decoders.TransformerDecoder(V, dim=16, depth=2, num_heads=2,
+  module = decoders.TransformerDecoder(V, dim=16, depth=1, num_heads=2,
                                        mlp_dim=32, max_len=MAX_LEN)
   memory = jax.random.normal(jax.random.key(0), (B, S, 16))
   memory_mask = jnp.arange(S)[None] < jnp.array([5, 4, 3, 2, 1, 5, 4, 3])[:,
@@ -132,6 +133,7 @@ def test_beam_search_beats_or_ties_greedy():
   assert tokens.shape == (B, 3, MAX_LEN) and scores.shape == (B, 3)
   assert (np.diff(scores, axis=1) <= 0).all()  # Best first.
   assert (scores[:, 0] >= log_prob - 1e-5).all()
+  assert (scores[:, 0] > log_prob + 1e-3).any()  # Beams found better ones.
 
 
 def test_sampling_with_top_k_one_is_greedy():
@@ -170,6 +172,29 @@ def test_top_k_and_top_p_filtering():
   assert kept(top_p=0.01) == {1}  # The top token always stays.
   assert kept(top_k=2) == {1, 3}
   assert kept(top_k=3, top_p=0.75) == {1, 3}
+
+
+def test_sampling_follows_the_filtered_tempered_distribution():
+  probs = np.array([0., 0., .1, .2, .3, .4])  # Never PAD or BOS.
+  rows = 4000
+
+  def draw(**kwargs):
+    step_fn = lambda tokens, state, step: (
+        jnp.broadcast_to(jnp.log(jnp.asarray(probs, jnp.float32)),
+                         (rows, len(probs))), state)
+    tokens, _ = jax.jit(lambda: decoding.sample(
+        step_fn, None, jax.random.key(0), batch_size=rows, max_len=1,
+        bos_id=BOS, eos_id=EOS, **kwargs))()
+    return np.bincount(np.asarray(tokens[:, 0]), minlength=len(probs)) / rows
+
+  np.testing.assert_allclose(draw(), probs, atol=0.03)
+  # Temperature 0.5 squares the probabilities (then renormalised).
+  np.testing.assert_allclose(draw(temperature=0.5),
+                             probs ** 2 / (probs ** 2).sum(), atol=0.03)
+  # top_k=2 keeps .3 and .4; top_p=0.6 keeps .4 and .3 (.4 < .6 <= .7).
+  for kwargs in (dict(top_k=2), dict(top_p=0.6)):
+    np.testing.assert_allclose(draw(**kwargs), [0, 0, 0, 0, 3 / 7, 4 / 7],
+                               atol=0.03)
 
 
 def toy_beam_search(alpha, calls):
