@@ -199,11 +199,11 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int,
   ranks the best 2 * beam_size extensions; those ending in eos_id among the
   first beam_size join the finished set (scored log-prob / length_penalty(
   length incl. eos_id)) and the best beam_size not ending in eos_id stay
-  alive. The loop stops once no alive
-  hypothesis can still beat the worst finished one of every example (for
-  alpha >= 0 an alive score can at best reach log-prob / length_penalty
-  (max_len)), or after max_len steps. Hypotheses still alive then compete
-  with the finished ones at their length.
+  alive. The loop stops once no alive hypothesis of any example can still
+  beat its worst finished one (an alive score can at best reach log-prob /
+  length_penalty(max_len), as alpha >= 0), or after max_len steps.
+  Hypotheses still alive then compete with the finished ones at their
+  length.
 
   Args:
     step_fn: see the module docstring; called with B * beam_size rows.
@@ -215,10 +215,13 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int,
   _check_length(max_len)
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f'beam_size must be a positive int, got {beam_size!r}')
+  if not alpha >= 0:
+    raise ValueError(f'alpha (length penalty) must be >= 0, got {alpha!r}')
   beams, neg_inf = beam_size, jnp.float32(-jnp.inf)
 
   def top(scores, k, *arrays):
-    """The k best of scores [B, M] and the matching rows of arrays [B, M, ...]."""
+    """The k best of scores [B, M], their indices and the matching rows of
+    arrays [B, M, ...]."""
     scores, index = jax.lax.top_k(scores, k)
     return (scores, index) + tuple(
         jnp.take_along_axis(a, index.reshape(index.shape + (1,) * (a.ndim - 2)),
@@ -227,7 +230,7 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int,
   def cond(carry):
     step, alive_log_prob, _, _, finished_score, _ = carry
     best_alive = alive_log_prob[:, 0] / length_penalty(max_len, alpha)
-    done = finished_score.min(axis=1) > best_alive
+    done = (finished_score.min(axis=1) > best_alive) | (best_alive == neg_inf)
     return (step < max_len) & ~done.all()
 
   def body(carry):

@@ -252,3 +252,16 @@ def test_teacher_forcing_inputs_and_eos():
   np.testing.assert_array_equal(target_mask, [[1, 1, 0]])
   np.testing.assert_array_equal(decoding.shift_right(targets, BOS),
                                 [[BOS, 5, EOS]])
+
+
+@pytest.mark.parametrize('method, kwargs, match', [
+    ('beam_search', dict(alpha=-1.0), 'alpha'),
+    ('beam_search', dict(beam_size=0), 'beam_size'),
+    ('sample', dict(rng=jax.random.key(0), temperature=0.0), 'temperature'),
+    ('sample', dict(rng=jax.random.key(0), top_p=0.0), 'top_p'),
+    ('greedy', dict(max_len=0), 'max_len'),
+])
+def test_bad_arguments_are_rejected(method, kwargs, match):
+  args = dict(batch_size=1, max_len=5, bos_id=BOS, eos_id=EOS)
+  with pytest.raises(ValueError, match=match):
+    getattr(decoding, method)(toy_step_fn([]), None, **{**args, **kwargs})

@@ -1,4 +1,4 @@
-"""Corpus-level text metrics on the host: BLEU-4, CIDEr-D, WER, CER, exact match.
+"""Corpus-level text metrics on the host: BLEU-4, CIDEr-D, WER, CER, accuracy.
 
 Inputs are plain Python: a sentence is a string (split on whitespace into
 words) or a sequence of token ids (e.g. decoded ids up to EOS, with EOS and
