@@ -177,23 +177,28 @@ def test_top_k_and_top_p_filtering():
 def test_sampling_follows_the_filtered_tempered_distribution():
   probs = np.array([0., 0., .1, .2, .3, .4])  # Never PAD or BOS.
   rows = 4000
+  settings = (dict(), dict(temperature=0.5), dict(top_k=2), dict(top_p=0.6))
 
-  def draw(**kwargs):
+  @jax.jit
+  def draw():
     step_fn = lambda tokens, state, step: (
         jnp.broadcast_to(jnp.log(jnp.asarray(probs, jnp.float32)),
                          (rows, len(probs))), state)
-    tokens, _ = jax.jit(lambda: decoding.sample(
-        step_fn, None, jax.random.key(0), batch_size=rows, max_len=1,
-        bos_id=BOS, eos_id=EOS, **kwargs))()
-    return np.bincount(np.asarray(tokens[:, 0]), minlength=len(probs)) / rows
+    return [decoding.sample(step_fn, None, jax.random.key(i),
+                            batch_size=rows, max_len=1, bos_id=BOS,
+                            eos_id=EOS, **kwargs)[0][:, 0]
+            for i, kwargs in enumerate(settings)]
 
-  np.testing.assert_allclose(draw(), probs, atol=0.03)
+  plain, cold, top_k, top_p = [
+      np.bincount(np.asarray(t), minlength=len(probs)) / rows
+      for t in draw()]
+  np.testing.assert_allclose(plain, probs, atol=0.03)
   # Temperature 0.5 squares the probabilities (then renormalised).
-  np.testing.assert_allclose(draw(temperature=0.5),
-                             probs ** 2 / (probs ** 2).sum(), atol=0.03)
+  np.testing.assert_allclose(cold, probs ** 2 / (probs ** 2).sum(),
+                             atol=0.03)
   # top_k=2 keeps .3 and .4; top_p=0.6 keeps .4 and .3 (.4 < .6 <= .7).
-  for kwargs in (dict(top_k=2), dict(top_p=0.6)):
-    np.testing.assert_allclose(draw(**kwargs), [0, 0, 0, 0, 3 / 7, 4 / 7],
+  for frequencies in (top_k, top_p):
+    np.testing.assert_allclose(frequencies, [0, 0, 0, 0, 3 / 7, 4 / 7],
                                atol=0.03)
 
 

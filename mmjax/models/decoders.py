@@ -3,11 +3,16 @@
 Both take decoder input ids [B, T] (teacher forcing: `decoding.shift_right`
 of the targets, see `mmjax.decoding` for the token conventions), encoder or
 fusion tokens `memory` [B, S, D_m] and their mask [B, S], and return logits
-[B, T, V]; position t sees inputs up to t only. `make_step_fn` turns a
-decoder and its variables into the one-token `decoding.StepFn` that greedy,
-sampling and beam search drive: the LSTM's recurrent state or the
-Transformer's key/value cache is the decoding state, so each step costs one
-token's work (plus one pass of attention over the memory).
+[B, T, V]; position t sees inputs up to t only. Padding at the end of the
+ids needs no mask: no valid position attends to it, and `sequence_loss`
+drops the logits at padded targets.
+
+`make_step_fn` turns a decoder and its variables into the one-token
+`decoding.StepFn` that greedy, sampling and beam search drive. The LSTM's
+recurrent state or the Transformer's key/value cache is the decoding state,
+so the decoder's own tokens cost one token's work per step; attention over
+the memory projects its S tokens again at every step (as Flax's WMT example
+does), which a later change could cache too.
 
 `sequence_loss` is the teacher-forced training loss over the logits.
 """
