@@ -252,8 +252,10 @@ class TransformerDecoder(nn.Module):
     dim, depth, num_heads, mlp_dim: width, blocks, heads, MLP hidden width.
     max_len: longest decoded sequence (learned position table).
     tie_embedding: output logits from the embedding table.
-    block_options: `remat` and the cross-attention kernel (`attention`);
-      `scan` is not supported (the decode cache is per block).
+    block_options: `remat` of each block's cross-attention and MLP (the
+      cached self-attention is not rematerialised) and the cross-attention
+      kernel (`attention`); `scan` is not supported (each block has its own
+      decode cache).
   """
   vocab_size: Optional[int] = None
   dim: int = 128
