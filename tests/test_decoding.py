@@ -1,5 +1,6 @@
 """Tests of greedy, sampling and beam search (mmjax.decoding)."""
 import functools
+import itertools
 import math
 
 import jax
@@ -229,6 +230,37 @@ def test_length_penalty_and_eos_early_stop():
       scores[0], [math.log(.36) / (7 / 6) ** 4, math.log(.5)], rtol=1e-6)
   # Step 3 ends 'a b EOS' and leaves no alive hypothesis.
   assert len(calls) == 3
+
+
+def test_wide_beam_search_is_exhaustive_search():
+  """With a beam wider than all hypotheses, beam search ranks every
+  sequence as brute-force enumeration does, length penalty included."""
+  length, alpha, words = 3, 0.7, (EOS, 3, 4)
+  # Random next-token log-probabilities given (step, previous token); PAD
+  # and BOS are never emitted.
+  logits = np.random.default_rng(4).normal(size=(length, 5, 5))
+  logits[..., :2] = -np.inf
+  log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits)))
+
+  def step_fn(tokens, state, step):
+    return jnp.asarray(log_probs)[step, tokens], state
+
+  def score(seq):
+    prev, total = BOS, 0.0
+    for step, token in enumerate(seq):
+      total, prev = total + log_probs[step, prev, token], token
+    return total / ((5 + len(seq)) / 6) ** alpha
+
+  hypotheses = [seq for n in range(1, length + 1)
+                for seq in itertools.product(words, repeat=n)
+                if EOS not in seq[:-1] and (seq[-1] == EOS or n == length)]
+  expected = sorted(((score(h), h) for h in hypotheses), reverse=True)
+  tokens, scores = jax.jit(lambda: decoding.beam_search(
+      step_fn, None, batch_size=1, max_len=length, bos_id=BOS, eos_id=EOS,
+      beam_size=len(hypotheses), alpha=alpha))()
+  np.testing.assert_allclose(scores[0], [s for s, _ in expected], rtol=1e-5)
+  for row, (_, seq) in zip(np.asarray(tokens[0]), expected):
+    assert tuple(row) == seq + (0,) * (length - len(seq))
 
 
 def test_greedy_stops_when_every_row_has_ended():
