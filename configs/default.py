@@ -99,6 +99,10 @@ def get_config(arg=None):
   ))
 
   c.model = ml_collections.ConfigDict(dict(
+      # Registered model (mmjax.registry.MODELS): 'classifier' (encoders ->
+      # fusion -> head) or 'two_tower' (contrastive embeddings,
+      # configs/retrieval.py).
+      name='classifier',
       modalities=tuple(modalities),
       dim=64,  # Common token width that every encoder is projected to.
       dtype='float32',  # Compute dtype of activations ('bfloat16': mixed).

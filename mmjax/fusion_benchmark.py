@@ -117,8 +117,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95
 def task_metric(config: ml_collections.ConfigDict) -> str:
   """The eval metric the config's task selects checkpoints by."""
   spec = data.DatasetSpec(config.dataset, tuple(config.model.modalities))
-  task = TASKS.get(config.task.name, field='task.name')(
-      config.task, num_classes=spec.num_classes, multilabel=spec.multilabel)
+  task = TASKS.get(config.task.name, field='task.name')(config.task, spec)
   return task.best_metric
 
 

@@ -1,5 +1,5 @@
-"""Name -> constructor registries for encoders, fusion methods, tasks, datasets
-and preprocessing ops.
+"""Name -> constructor registries for encoders, fusion methods, models, tasks,
+datasets and preprocessing ops.
 
 Every component that a config selects by name registers itself here, so an
 unknown name fails early with the list of valid names instead of a KeyError
@@ -51,10 +51,13 @@ class Registry(Generic[T]):
 MODALITIES = ('image', 'audio', 'text')
 
 # Populated by the modules that define the entries (imported by
-# `mmjax.models`, `mmjax.tasks` and `mmjax.data`).
+# `mmjax.models`, `mmjax.models.model`, `mmjax.tasks` and `mmjax.data`).
+# A model is a Linen module class with `from_config(config, *, num_outputs,
+# vocab_size, sample_rate, bn_axis_name)` and `check_config(config)`.
 ENCODERS: Dict[str, Registry] = {
     m: Registry(f'{m} encoder') for m in MODALITIES}
 FUSIONS: Registry = Registry('fusion method')
+MODELS: Registry = Registry('model')
 TASKS: Registry = Registry('task')
 DATASETS: Registry = Registry('dataset')
 OPS: Registry = Registry('preprocessing op')

@@ -6,12 +6,12 @@ import ml_collections
 from mmjax import data
 from mmjax import models as _models  # noqa: F401  (registers encoders, fusions)
 from mmjax import tasks as _tasks  # noqa: F401  (registers tasks)
-from mmjax.errors import ConfigError, check_fields
+from mmjax.errors import ConfigError
 from mmjax.models import layers
-from mmjax.models.fusion import base as fusion_base
 from mmjax.models.encoders import check_encoder_config
+from mmjax.models.model import model_class
 from mmjax.data.ops.audio import AudioFeatures
-from mmjax.registry import FUSIONS, MODALITIES, TASKS
+from mmjax.registry import MODALITIES, TASKS
 from mmjax.train import sharding as sharding_lib
 from mmjax.train.optimizer import check_optimizer_config
 
@@ -25,19 +25,6 @@ def _check_positive(config, *fields):
       value = value[part]
     if not isinstance(value, (int, float)) or value <= 0:
       raise ConfigError(field, f'must be a positive number, got {value!r}.')
-
-
-def _check_fusion(cfg: ml_collections.ConfigDict) -> None:
-  cls = FUSIONS.get(cfg.name, field='model.fusion.name')
-  allowed = {f.name for f in fusion_base.knobs(cls)} | {'name'}
-  check_fields(cfg, allowed, 'model.fusion', f'fusion {cfg.name!r}')
-
-
-def _check_modality_dropout(p) -> None:
-  if (not isinstance(p, (int, float)) or isinstance(p, bool) or
-      not 0 <= p < 1):
-    raise ConfigError('model.modality_dropout', f'got {p!r}; expected a '
-                      'probability in [0, 1) (0: no modality dropout).')
 
 
 def _check_audio_features(encoder_cfg, *pps) -> None:
@@ -120,16 +107,14 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
   pp_train, pp_eval = data.preprocessing(config.input, spec)
   if 'audio' in modalities:
     _check_audio_features(config.model.encoders.audio, pp_train, pp_eval)
-  _check_fusion(config.model.fusion)
-  _check_modality_dropout(config.model.modality_dropout)
+  model_class(config).check_config(config)
   try:
     jnp.dtype(config.model.dtype)
   except TypeError:
     raise ConfigError('model.dtype', f'{config.model.dtype!r} is not a dtype '
                       "name; use e.g. 'float32' or 'bfloat16'.") from None
 
-  task = TASKS.get(config.task.name, field='task.name')(
-      config.task, num_classes=spec.num_classes, multilabel=spec.multilabel)
+  task = TASKS.get(config.task.name, field='task.name')(config.task, spec)
   check_optimizer_config(config.optimizer, config.num_train_steps)
 
   if config.parallel.mode not in PARALLEL_MODES:

@@ -1,4 +1,6 @@
 """Tests for mmjax.tasks.classification: losses, exact eval over padding."""
+import types
+
 import jax
 import ml_collections
 import numpy as np
@@ -13,8 +15,9 @@ def make_task(num_classes, multilabel=False, **fields):
   cfg = ml_collections.ConfigDict(
       {'name': 'classification', 'label_smoothing': 0.0, 'topk': (1, 5),
        **fields})
-  return TASKS.get(cfg.name, field='task.name')(
-      cfg, num_classes=num_classes, multilabel=multilabel)
+  # The two fields of a DatasetSpec the task reads.
+  spec = types.SimpleNamespace(num_classes=num_classes, multilabel=multilabel)
+  return TASKS.get(cfg.name, field='task.name')(cfg, spec)
 
 
 def log_softmax(logits):

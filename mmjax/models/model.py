@@ -7,13 +7,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax.errors import ConfigError, check_fields
 from mmjax.models import layers
+from mmjax.models import two_tower  # noqa: F401  (registers 'two_tower')
 from mmjax.models.encoders import build_encoder
-from mmjax.registry import FUSIONS
+from mmjax.models.fusion import base as fusion_base
+from mmjax.registry import FUSIONS, MODELS
 
 Batch = Mapping[str, jax.Array]
 
 
+@MODELS.register('classifier')
 class MultimodalModel(nn.Module):
   """Encoders for the configured modalities, a fusion method and a linear head.
 
@@ -86,23 +90,59 @@ class MultimodalModel(nn.Module):
     return logits.astype(jnp.float32)
 
 
+  @staticmethod
+  def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for a bad fusion or modality dropout field, or a
+    task that needs another model."""
+    mc = config.model
+    if config.task.name == 'retrieval':
+      raise ConfigError('model.name', "task 'retrieval' trains embeddings: "
+                        "use model.name='two_tower' (configs/retrieval.py).")
+    cls = FUSIONS.get(mc.fusion.name, field='model.fusion.name')
+    allowed = {f.name for f in fusion_base.knobs(cls)} | {'name'}
+    check_fields(mc.fusion, allowed, 'model.fusion',
+                 f'fusion {mc.fusion.name!r}')
+    p = mc.modality_dropout
+    if (not isinstance(p, (int, float)) or isinstance(p, bool) or
+        not 0 <= p < 1):
+      raise ConfigError('model.modality_dropout', f'got {p!r}; expected a '
+                        'probability in [0, 1) (0: no modality dropout).')
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, *,
+                  num_outputs: int, **dataset_fields) -> 'MultimodalModel':
+    """The classifier of `config.model`; `dataset_fields` (vocab_size,
+    sample_rate, bn_axis_name) come from the dataset and the runner."""
+    mc = config.model
+    return cls(
+        modalities=tuple(mc.modalities),
+        encoders={m: mc.encoders[m] for m in mc.modalities},
+        fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
+        head_dropout=mc.head_dropout, modality_dropout=mc.modality_dropout,
+        dtype=jnp.dtype(mc.dtype), param_dtype=jnp.dtype(mc.param_dtype),
+        block_options=layers.BlockOptions(
+            remat=mc.remat, scan=mc.scan_layers, attention=mc.attention),
+        **dataset_fields)
+
+
+def model_class(config: ml_collections.ConfigDict):
+  """The registered model class `config.model.name` selects (a config
+  without the field, from runs older than the field, means 'classifier')."""
+  return MODELS.get(config.model.get('name', 'classifier'),
+                    field='model.name')
+
+
 def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
                 vocab_size: Optional[int] = None,
                 sample_rate: Optional[int] = None,
-                bn_axis_name: Optional[str] = None) -> MultimodalModel:
+                bn_axis_name: Optional[str] = None) -> nn.Module:
   """The model described by `config.model` (dtypes given by name, e.g.
   'bfloat16'; `remat`, `scan_layers` and `attention` make its BlockOptions).
 
-  `vocab_size` and `sample_rate` come from the dataset.
+  `config.model.name` selects the model ('classifier': MultimodalModel,
+  'two_tower': `two_tower.TwoTower`); `vocab_size` and `sample_rate` come
+  from the dataset.
   """
-  mc = config.model
-  return MultimodalModel(
-      modalities=tuple(mc.modalities),
-      encoders={m: mc.encoders[m] for m in mc.modalities},
-      fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
-      vocab_size=vocab_size, sample_rate=sample_rate,
-      head_dropout=mc.head_dropout, modality_dropout=mc.modality_dropout,
-      dtype=jnp.dtype(mc.dtype), bn_axis_name=bn_axis_name,
-      param_dtype=jnp.dtype(mc.param_dtype),
-      block_options=layers.BlockOptions(
-          remat=mc.remat, scan=mc.scan_layers, attention=mc.attention))
+  return model_class(config).from_config(
+      config, num_outputs=num_outputs, vocab_size=vocab_size,
+      sample_rate=sample_rate, bn_axis_name=bn_axis_name)

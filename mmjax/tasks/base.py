@@ -4,6 +4,24 @@ A task knows nothing about meshes or checkpoints. `loss` and `eval_stats` are
 pure, jit-able functions of the model outputs and the batch; `finalize` runs
 on the host. Rows whose `batch['_mask']` is 0 are padding (the last eval batch
 is padded to a fixed shape so that nothing recompiles) and count for nothing.
+
+A task is built as `TASKS.get(name)(config.task, spec)` from its config and
+the dataset's `DatasetSpec` (e.g. the label's `num_classes`, `multilabel`,
+`label_names`).
+
+Whole-split evaluation: a task whose metrics are not sums over batches
+(retrieval ranks every eval example against every other) also defines
+`eval_examples(outputs, batch) -> Dict[str, jax.Array]` of per-example
+values [B, ...]. The runner gathers them, real rows only, over every eval
+batch and every process onto the host, concatenated in eval order, and calls
+`finalize(stats, examples)`; a task without `eval_examples` gets
+`finalize(stats)`.
+
+A task whose loss couples the rows of a batch (a contrastive loss, where
+every row is a negative of the others) sets `couples_examples = True`; the
+train step then computes its loss on the model outputs of the whole global
+batch, also under pmap and with gradient accumulation (see
+`mmjax.train.steps.coupled_train_step`).
 """
 from typing import Any, Dict, Mapping, Protocol, Tuple
 
@@ -32,7 +50,9 @@ class Task(Protocol):
     """Additive sufficient statistics of this batch's real rows."""
 
   def finalize(self, stats: Mapping[str, np.ndarray]) -> Dict[str, float]:
-    """Metrics over the whole eval set from the summed `eval_stats`."""
+    """Metrics over the whole eval set from the summed `eval_stats` (and,
+    for a task with `eval_examples`, a second argument: the gathered
+    per-example values)."""
 
 
 def example_weights(batch: Batch, batch_size: int) -> jax.Array:

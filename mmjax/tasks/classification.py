@@ -96,8 +96,10 @@ class Classification:
   """
   best_mode = 'max'
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, num_classes: int,
-               multilabel: bool = False):
+  def __init__(self, cfg: ml_collections.ConfigDict, spec):
+    """`cfg`: `config.task`; `spec`: the `DatasetSpec`, whose label's
+    `num_classes` and `multilabel` this reads."""
+    num_classes, multilabel = spec.num_classes, spec.multilabel
     if num_classes < 1:
       raise ValueError(f'num_classes must be positive, got {num_classes}.')
     self.label_smoothing, topk = _check_config(cfg)

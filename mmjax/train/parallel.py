@@ -5,12 +5,13 @@ one it drives. Checkpoints hold one (unreplicated) copy of the state in either
 mode, so a run can switch modes or meshes on resume.
 """
 import functools
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmjax import partitioning
@@ -50,13 +51,18 @@ class _Runner:
                       for k, v in example_batch.items()}
     self._init_fn = functools.partial(steps.init_state, model, tx,
                                       example_batch)
+    # A loss over the whole global batch (contrastive) needs its own step.
+    train_step = (steps.coupled_train_step
+                  if getattr(task, 'couples_examples', False)
+                  else steps.train_step)
+    self._examples_fn = getattr(task, 'eval_examples', None)
     self._train_fn = functools.partial(
-        steps.train_step, model=model, tx=tx, loss_fn=task.loss,
+        train_step, model=model, tx=tx, loss_fn=task.loss,
         schedule=schedule, rng=dropout_rng, axis_name=axis_name,
         accumulation_steps=accumulation_steps)
     self._eval_fn = functools.partial(
         steps.eval_step, model=model, stats_fn=task.eval_stats,
-        axis_name=axis_name)
+        examples_fn=self._examples_fn, axis_name=axis_name)
 
   def check_batch(self, host_batch: HostBatch) -> None:
     """Raises ValueError naming the key (modality or label) of `host_batch`
@@ -82,13 +88,38 @@ class _Runner:
   def evaluate(self, state: steps.TrainState,
                batches: Iterable[HostBatch]) -> Mapping[str, float]:
     """The task's metrics over every batch of `batches` (one pass)."""
-    totals = None
+    stats, examples = self.collect(state, batches)
+    if self._examples_fn is None:
+      return self._task.finalize(stats)
+    return self._task.finalize(stats, examples)
+
+  def collect(self, state: steps.TrainState, batches: Iterable[HostBatch]
+              ) -> Tuple[Mapping[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(summed `eval_stats`, gathered `eval_examples`) over `batches`.
+
+    The task's per-example values (None for a task without
+    `eval_examples`) of the real rows of every batch of every process,
+    concatenated in batch order, on every host.
+    """
+    totals, gathered = None, []
     for host_batch in batches:
       batch = self.put(host_batch)
       if totals is None:
         totals = self._zero_totals(state, batch)
-      totals = self._eval(state, batch, totals)
-    return self._task.finalize(self.fetch(totals))
+      if self._examples_fn is None:
+        totals = self._eval(state, batch, totals)
+        continue
+      totals, examples = self._eval(state, batch, totals)
+      examples = self.gather_rows(examples)
+      real = examples.pop('_mask') > 0
+      gathered.append({k: v[real] for k, v in examples.items()})
+    examples = ({k: np.concatenate([g[k] for g in gathered])
+                 for k in gathered[0]} if gathered else None)
+    return self.fetch(totals), examples
+
+  def gather_rows(self, tree) -> Any:
+    """Per-example device values -> NumPy [global rows, ...] on every host."""
+    raise NotImplementedError
 
 
 class JitRunner(_Runner):
@@ -111,7 +142,9 @@ class JitRunner(_Runner):
     self._eval = jax.jit(
         self._with_activation_sharding(self._eval_fn, rules),
         in_shardings=(self.state_sharding, self.batch_sharding, replicated),
-        out_shardings=replicated, donate_argnums=2)
+        out_shardings=(replicated if self._examples_fn is None else
+                       (replicated, self.batch_sharding)),
+        donate_argnums=2)
     self._zero_totals = jax.jit(
         functools.partial(steps.zero_totals, self._model, self._task.eval_stats),
         out_shardings=replicated)
@@ -141,6 +174,9 @@ class JitRunner(_Runner):
 
   def fetch(self, tree) -> Any:
     return jax.device_get(tree)
+
+  def gather_rows(self, tree) -> Any:
+    return multihost_utils.process_allgather(tree, tiled=True)
 
   def restore_target(self) -> Any:
     """Abstract state with this run's shardings, to restore a checkpoint into."""
@@ -197,6 +233,12 @@ class PmapRunner(_Runner):
   def fetch(self, tree) -> Any:
     """Device values are replicated after the pmean/psum: read device 0's."""
     return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+  def gather_rows(self, tree) -> Any:
+    """[local devices, B / devices, ...] -> [global rows, ...]."""
+    local = jax.tree.map(lambda x: np.asarray(x).reshape(-1, *x.shape[2:]),
+                         jax.device_get(tree))
+    return multihost_utils.process_allgather(local, tiled=True)
 
   def restore_target(self) -> Any:
     return jax.eval_shape(lambda: nn.meta.unbox(self._init_fn(

@@ -58,6 +58,15 @@ def split_microbatches(batch: Batch, num: int) -> Batch:
   return jax.tree.map(split, batch)
 
 
+def _step_rng(rng: jax.Array, state: TrainState,
+              axis_name: Optional[str]) -> jax.Array:
+  """`rng` folded with the step and, under pmap, the device index."""
+  step_rng = jax.random.fold_in(rng, state.step)
+  if axis_name is not None:
+    step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+  return step_rng
+
+
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, loss_fn: Callable,
                schedule: Callable, rng: jax.Array,
@@ -76,9 +85,7 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   gradients are not finite changes nothing but the step counter and reports
   `nonfinite` = 1 in its metrics.
   """
-  step_rng = jax.random.fold_in(rng, state.step)
-  if axis_name is not None:
-    step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+  step_rng = _step_rng(rng, state, axis_name)
 
   def compute_loss(params, batch_stats, batch, dropout_rng):
     outputs, updates = model.apply(
@@ -113,9 +120,19 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
         (jnp.arange(accumulation_steps), micro_batches))
     grads, metrics = jax.tree.map(lambda x: x / accumulation_steps,
                                   (grads, metrics))
+  return _apply_gradients(state, grads, metrics, batch_stats, tx=tx,
+                          schedule=schedule, axis_name=axis_name)
+
+
+def _apply_gradients(state: TrainState, grads: Any, metrics: Metrics,
+                     batch_stats: Any, *, tx: optax.GradientTransformation,
+                     schedule: Callable, axis_name: Optional[str]
+                     ) -> Tuple[TrainState, Metrics]:
+  """The optimizer update of both train steps, skipped when not finite."""
   if axis_name is not None:
     # Every device holds an equal share of the global batch, so the mean of
-    # per-device means is the global mean, as in the jit mode.
+    # per-device means is the global mean, as in the jit mode (for
+    # `coupled_train_step`, see its docstring).
     grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -140,17 +157,126 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   return new_state, metrics
 
 
+def _gather_rows(tree: Any, axis_name: Optional[str]) -> Any:
+  """Under pmap, every leaf with a leading batch axis concatenated over the
+  devices (rank-0 leaves, shared by all rows, stay as they are)."""
+  if axis_name is None:
+    return tree
+  return jax.tree.map(
+      lambda x: jax.lax.all_gather(x, axis_name, tiled=True) if x.ndim
+      else x, tree)
+
+
+def coupled_train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+                       tx: optax.GradientTransformation, loss_fn: Callable,
+                       schedule: Callable, rng: jax.Array,
+                       axis_name: Optional[str] = None,
+                       accumulation_steps: int = 1
+                       ) -> Tuple[TrainState, Metrics]:
+  """`train_step` for a loss that couples the rows of the global batch
+  (a task with `couples_examples`, e.g. contrastive retrieval).
+
+  The model outputs (leaves [B, ...] per row, or rank-0 leaves shared by all
+  rows, e.g. a temperature) of the whole global batch go into one call of
+  `loss_fn(outputs, {'_mask': ...})` (the batch's `_mask` where it has one):
+  under jit the global arrays do it; under pmap the outputs are gathered
+  over `axis_name` (and the pmean of the per-device gradients is then the
+  full-batch gradient, since all_gather's transpose sums every device's
+  share).
+
+  With `accumulation_steps` k > 1, the gradient is still exactly the full
+  batch's (GradCache, Gao et al. 2021): the k micro-batches
+  (`split_microbatches`) are embedded without gradients, the loss and its
+  gradient with respect to all outputs are computed at once, then each
+  micro-batch is embedded again and back-propagated with its slice of that
+  gradient (a VJP in a `lax.scan`), and the parameter gradients summed.
+  Activation memory is one micro-batch's, at the cost of a second forward
+  pass. Each micro-batch uses the same dropout key in both passes.
+  """
+  step_rng = _step_rng(rng, state, axis_name)
+  loss_batch = {k: batch[k] for k in ('_mask',) if k in batch}
+
+  def embed(params, batch_stats, micro_batch, index):
+    outputs, updates = model.apply(
+        _variables(params, batch_stats), micro_batch, train=True,
+        rngs={'dropout': jax.random.fold_in(step_rng, index)},
+        mutable=['batch_stats'])
+    return outputs, updates.get('batch_stats', {})
+
+  def global_loss(outputs):
+    return loss_fn(_gather_rows(outputs, axis_name),
+                   _gather_rows(loss_batch, axis_name))
+
+  loss_grad = jax.value_and_grad(global_loss, has_aux=True)
+  if accumulation_steps == 1:
+    outputs, backward, batch_stats = jax.vjp(
+        lambda p: embed(p, state.batch_stats, batch, 0), state.params,
+        has_aux=True)
+    (_, metrics), d_outputs = loss_grad(outputs)
+    grads, = backward(d_outputs)
+  else:
+    k = accumulation_steps
+    micro_batches = split_microbatches(batch, k)
+    indices = jnp.arange(k)
+
+    def forward(_, inputs):
+      index, micro_batch = inputs
+      return None, embed(state.params, state.batch_stats, micro_batch,
+                         index)[0]
+
+    _, stacked = jax.lax.scan(forward, None, (indices, micro_batches))
+    # [k, B / k, ...] -> [B, ...] in batch order (micro-batch i holds rows
+    # i::k); a shared rank-0 output is the same in every micro-batch.
+    outputs = jax.tree.map(
+        lambda x: x.swapaxes(0, 1).reshape(-1, *x.shape[2:]) if x.ndim > 1
+        else x[0], stacked)
+    (_, metrics), d_outputs = loss_grad(outputs)
+    # Back to [k, B / k, ...]; a shared output's gradient is split evenly,
+    # as it is reached through every micro-batch.
+    d_stacked = jax.tree.map(
+        lambda d: split_microbatches(d, k) if d.ndim
+        else jnp.broadcast_to(d / k, (k,)), d_outputs)
+
+    def backward(carry, inputs):
+      grad_sum, batch_stats = carry
+      index, micro_batch, d_micro = inputs
+      _, vjp, batch_stats = jax.vjp(
+          lambda p: embed(p, batch_stats, micro_batch, index), state.params,
+          has_aux=True)
+      grads, = vjp(d_micro)
+      return (jax.tree.map(jnp.add, grad_sum, grads), batch_stats), None
+
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), state.params)
+    (grads, batch_stats), _ = jax.lax.scan(
+        backward, (zeros, state.batch_stats),
+        (indices, micro_batches, d_stacked))
+  return _apply_gradients(state, grads, metrics, batch_stats, tx=tx,
+                          schedule=schedule, axis_name=axis_name)
+
 
 def eval_step(state: TrainState, batch: Batch, totals: Metrics, *,
               model: nn.Module, stats_fn: Callable,
-              axis_name: Optional[str] = None) -> Metrics:
-  """Adds this batch's additive eval statistics to `totals`."""
+              examples_fn: Optional[Callable] = None,
+              axis_name: Optional[str] = None):
+  """Adds this batch's additive eval statistics to `totals`.
+
+  With `examples_fn` (a task's `eval_examples`), returns (totals, this
+  batch's per-example values, with its `_mask` [B] added), for the runner
+  to gather; without, returns totals.
+  """
   outputs = model.apply(_variables(state.params, state.batch_stats), batch,
                         train=False)
   stats = stats_fn(outputs, batch)
   if axis_name is not None:
     stats = jax.lax.psum(stats, axis_name)
-  return jax.tree.map(jnp.add, totals, stats)
+  totals = jax.tree.map(jnp.add, totals, stats)
+  if examples_fn is None:
+    return totals
+  examples = dict(examples_fn(outputs, batch))
+  size = jax.tree.leaves(examples)[0].shape[0]
+  examples['_mask'] = (batch['_mask'] if '_mask' in batch else
+                       jnp.ones((size,), jnp.float32))
+  return totals, examples
 
 
 def zero_totals(model: nn.Module, stats_fn: Callable, state: TrainState,

@@ -1,0 +1,94 @@
+"""Embeddings of a trained two-tower model: of a split, of free texts, and
+zero-shot classification from class-name prompts."""
+import os
+from typing import Dict, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmjax.data.ops.text import Tokenize
+from mmjax.tasks import retrieval
+from mmjax.train.loop import Experiment
+
+
+def embed_split(experiment: Experiment, state) -> Dict[str, np.ndarray]:
+  """The task's `eval_examples` over the experiment's eval split
+  (`config.dataset.eval_split`), real rows only, in eval order: embeddings
+  [N, D] per modality, and 'label_values' [N] / 'text_values' [N, L] where
+  the dataset has them."""
+  _, examples = experiment.runner.collect(state, experiment.eval_batches())
+  if examples is None:
+    raise ValueError(f'task {experiment.config.task.name!r} gives no '
+                     'per-example values to export; use a retrieval run.')
+  return examples
+
+
+def embed_texts(experiment: Experiment, state,
+                texts: Sequence[str]) -> np.ndarray:
+  """[len(texts), D] text-tower embeddings of `texts`, tokenised by the
+  run's own text preprocessing (its `tokenize` op of 'text')."""
+  ops = [op for op in experiment.pp_eval.ops
+         if isinstance(op, Tokenize) and op.key == 'text']
+  if not ops:
+    raise ValueError('the run has no tokenize op for text in input.pp_eval.')
+  tokenized = [ops[0]({'text': t}, None) for t in texts]
+  batch = {k: np.stack([t[k] for t in tokenized])
+           for k in ('text', 'text_mask')}
+  state = experiment.runner.to_checkpoint(state)
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  outputs = jax.jit(lambda v, b: experiment.model.apply(v, b, train=False))(
+      variables, batch)
+  return np.asarray(jax.device_get(outputs['text']))
+
+
+def zero_shot_accuracy(experiment: Experiment, state,
+                       embeddings: np.ndarray, labels: np.ndarray,
+                       class_names: Sequence[str],
+                       templates: Optional[Sequence[str]] = None) -> float:
+  """Accuracy of classifying embeddings [N, D] of another tower (e.g. images
+  from `embed_split`) with labels [N] as the class whose prompts (each class
+  name in every template, text-tower embeddings averaged) are the most
+  similar."""
+  classifier = retrieval.zero_shot_classifier(
+      lambda texts: embed_texts(experiment, state, texts), class_names,
+      templates or retrieval.TEMPLATES)
+  return retrieval.zero_shot_accuracy(classifier, embeddings, labels)
+
+
+def export_columns(examples: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """`embed_split`'s values as named columns: one per modality's embeddings
+  [N, D], 'label' [N] and 'text_ids' [N, L] where present."""
+  names = {'label_values': 'label', 'text_values': 'text_ids'}
+  return {names.get(k, k): np.asarray(v) for k, v in examples.items()}
+
+
+def write_embeddings(columns: Mapping[str, np.ndarray], path: str) -> None:
+  """Writes equal-length columns to `path`: '.npy' (a structured array, one
+  field per column, loadable without pickle) or '.parquet' (one column per
+  field; vectors as fixed-size lists)."""
+  ext = os.path.splitext(path)[1]
+  if ext not in ('.npy', '.parquet'):
+    raise ValueError(f'{path}: expected a .npy or .parquet file name.')
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if ext == '.npy':
+    rows = len(next(iter(columns.values())))
+    table = np.empty(rows, [(k, v.dtype, v.shape[1:])
+                            for k, v in columns.items()])
+    for key, value in columns.items():
+      table[key] = value
+    np.save(path, table, allow_pickle=False)
+    return
+
+  def arrow(value):
+    if value.ndim == 1:
+      return pa.array(value)
+    flat = pa.array(value.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
+
+  pq.write_table(pa.table({k: arrow(v.reshape(len(v), -1) if v.ndim > 1
+                                    else v)
+                           for k, v in columns.items()}), path)
