@@ -216,9 +216,17 @@ def markdown(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
 def _figure(ncols: int = 1):
   # A Figure without pyplot: no global backend or figure registry, and the
   # PNG is drawn by Agg.
+  from matplotlib import cycler
+  from matplotlib import colormaps
   from matplotlib.figure import Figure
   fig = Figure(figsize=(5.5 * ncols, 4.2), layout='constrained')
-  return fig, fig.subplots(1, ncols, squeeze=False)[0]
+  axes = fig.subplots(1, ncols, squeeze=False)[0]
+  # 20 colours and 4 line styles: the 15 methods of a full benchmark stay
+  # distinguishable (the default cycle repeats after 10).
+  for ax in axes:
+    ax.set_prop_cycle(cycler(color=colormaps['tab20'].colors) +
+                      cycler(linestyle=['-', '--', ':', '-.'] * 5))
+  return fig, axes
 
 
 def plot_metric_vs(rows: Sequence[Mapping[str, Any]], metric: str, key: str,
