@@ -192,3 +192,45 @@ def get_config(arg=None):
       tower_rules=dict(image=(), audio=(), text=()),
   ))
   return c
+
+
+SEQ2SEQ_KEYS = VARIANT_KEYS + ('decoder', 'decoding')
+
+
+def seq2seq_config(arg, *, modalities, target, length, metrics, pp=None,
+                   fusion_name=''):
+  """A 'seq2seq' config (mmjax/models/seq2seq.py, mmjax/tasks/seq2seq.py)
+  on 'scenes': `modalities` -> the text feature `target` (tokenized to
+  `length` ids, one more than its longest text so the end id fits), with
+  the eval `metrics` (the first selects the best checkpoint), the ops `pp`
+  (modality -> ops, default PP) and the token-level fusion `fusion_name`
+  ('' for none: the encoders' tokens).
+
+  Variant keys: those of `get_config` (`fusion` a token-level method or ''
+  for one modality), `decoder` (transformer, lstm or ctc) and `decoding`
+  (beam or greedy).
+  """
+  variant = parse_variant(arg, SEQ2SEQ_KEYS)
+  decoder = variant.pop('decoder', 'transformer')
+  method = variant.pop('decoding', 'beam')
+  fusion_name = variant.pop('fusion', fusion_name)
+  c = get_config(','.join([f'modalities={"+".join(modalities)}'] + [
+      f'{k}={v}' for k, v in variant.items()]))
+  c.dataset.features.target = target
+  c.model.name = 'seq2seq'
+  for field in ('head_dropout', 'modality_dropout'):
+    del c.model[field]
+  c.model.fusion = (fusion.base.default_config(fusion_name) if fusion_name
+                    else {'name': ''})
+  c.model.decoder = dict(name=decoder, size=variant.get('size', 'small'))
+  if decoder == 'transformer':
+    c.model.decoder.max_len = length
+  c.model.decoding = dict(method=method, beam_size=4, alpha=0.6, max_len=0)
+  target_pp = f"tokenize({length}, key='target')"
+  set_preprocessing(c, pp or PP)
+  c.input.pp_train = '|'.join(filter(None, [c.input.pp_train, target_pp]))
+  c.input.pp_eval = '|'.join(filter(None, [c.input.pp_eval, target_pp]))
+  c.task = ml_collections.ConfigDict(dict(
+      name='seq2seq', label_smoothing=0.1, metrics=tuple(metrics),
+      best_metric=metrics[0], num_predictions=64))
+  return c

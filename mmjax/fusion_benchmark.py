@@ -117,7 +117,9 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95
 def task_metric(config: ml_collections.ConfigDict) -> str:
   """The eval metric the config's task selects checkpoints by."""
   spec = data.DatasetSpec(config.dataset, tuple(config.model.modalities))
-  task = TASKS.get(config.task.name, field='task.name')(config.task, spec)
+  meta = data.preprocessing(config.input, spec)[0].meta
+  task = TASKS.get(config.task.name, field='task.name')(config.task, spec,
+                                                       meta)
   return task.best_metric
 
 

@@ -58,6 +58,7 @@ ENCODERS: Dict[str, Registry] = {
     m: Registry(f'{m} encoder') for m in MODALITIES}
 FUSIONS: Registry = Registry('fusion method')
 MODELS: Registry = Registry('model')
+DECODERS: Registry = Registry('text decoder')
 TASKS: Registry = Registry('task')
 DATASETS: Registry = Registry('dataset')
 OPS: Registry = Registry('preprocessing op')

@@ -114,7 +114,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
     raise ConfigError('model.dtype', f'{config.model.dtype!r} is not a dtype '
                       "name; use e.g. 'float32' or 'bfloat16'.") from None
 
-  task = TASKS.get(config.task.name, field='task.name')(config.task, spec)
+  task = TASKS.get(config.task.name, field='task.name')(config.task, spec,
+                                                       pp_train.meta)
   check_optimizer_config(config.optimizer, config.num_train_steps)
 
   if config.parallel.mode not in PARALLEL_MODES:

@@ -13,8 +13,8 @@ through `builder.as_data_source()` (no TensorFlow):
   format. mmjax never downloads.
 
 `config.dataset.features` maps example keys (the modalities 'image', 'audio',
-'text' and the target 'label') to the dataset's feature names, e.g.
-`{'text': 'caption'}`; a key not mapped (or mapped to '') defaults to the
+'text', the class 'label' and the 'target' text of a sequence task) to the
+dataset's feature names, e.g. `{'text': 'question', 'target': 'answer'}`; a key not mapped (or mapped to '') defaults to the
 feature of the same name, if there is one. A feature `<name>_present`
 (manifest datasets: False where the row lacks that modality) comes along as
 `<key>_present`.
@@ -35,7 +35,8 @@ from mmjax.registry import DATASETS, MODALITIES
 
 FIELDS = ('name', 'builder_config', 'data_dir', 'train_split', 'eval_split',
           'features', 'sample_rate')
-EXAMPLE_KEYS = MODALITIES + ('label',)
+EXAMPLE_KEYS = MODALITIES + ('label', 'target')
+TARGETS = ('label', 'target')
 
 
 class FeatureSubset:
@@ -103,7 +104,7 @@ class DatasetSpec:
     name: the dataset name.
     modalities: the modalities read (mapped example keys).
     feature_map: example key -> dataset feature, for the modalities read and
-      the label.
+      the targets ('label', 'target').
     num_classes, multilabel, label_names: of the 'label' target.
     meta: what preprocessing ops may need: 'sample_rate', 'vocabulary'
       (closed vocabulary of mmjax's synthetic datasets, or None),
@@ -138,7 +139,7 @@ class DatasetSpec:
             'config.dataset.features or drop it from the model.'))
     self.modalities = tuple(modalities or available)
     self.feature_map = {k: v for k, v in feature_map.items()
-                        if k in self.modalities or k == 'label'}
+                        if k in self.modalities or k in TARGETS}
     self.num_classes, self.multilabel, self.label_names = self._label_info()
     self.meta = {
         'sample_rate': self._sample_rate(cfg.get('sample_rate'), builder),

@@ -1,7 +1,10 @@
-"""Text -> fixed-length int32 ids plus a validity mask.
+"""Text -> fixed-length int32 ids plus a validity mask, and back.
 
 Every tokenizer reserves id 0 for padding, so `ids == 0` is exactly the
 padding and an embedding table of `vocab_size` rows covers every id it produces.
+`decode(ids)` is the text of ids (padding and ids >= vocab_size, such as the
+begin / end ids a decoder adds after the vocabulary, are skipped), for
+metrics and predictions of generated text.
 """
 import io
 import os
@@ -13,6 +16,11 @@ import sentencepiece as spm
 
 PAD_ID = 0
 Text = Union[str, bytes]
+
+
+def _known(ids: Sequence[int], vocab_size: int) -> list:
+  """The ids of `ids` that are text: not padding, below vocab_size."""
+  return [int(i) for i in ids if PAD_ID < i < vocab_size]
 
 
 def _pad(ids: Sequence[int], length: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -29,8 +37,10 @@ class WordTokenizer:
   Ids: 0 = padding, 1 = a word outside the vocabulary, 2 + i = vocabulary[i].
   """
   UNKNOWN_ID = 1
+  UNKNOWN_WORD = '<unk>'
 
   def __init__(self, vocabulary: Sequence[str]):
+    self._words = (None, self.UNKNOWN_WORD) + tuple(vocabulary)
     self._ids = {word: i + 2 for i, word in enumerate(vocabulary)}
     if len(self._ids) != len(vocabulary):
       raise ValueError('the vocabulary holds a word twice.')
@@ -43,6 +53,10 @@ class WordTokenizer:
     return _pad([self._ids.get(w, self.UNKNOWN_ID)
                  for w in text.lower().split()], length)
 
+  def decode(self, ids: Sequence[int]) -> str:
+    """Space-joined words of `ids` (unknown ids as '<unk>')."""
+    return ' '.join(self._words[i] for i in _known(ids, self.vocab_size))
+
 
 class ByteTokenizer:
   """UTF-8 bytes: id = byte + 1 (0 is padding); needs no vocabulary."""
@@ -53,6 +67,11 @@ class ByteTokenizer:
     if isinstance(text, str):
       text = text.encode('utf-8')
     return _pad(np.frombuffer(text, np.uint8).astype(np.int32) + 1, length)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The UTF-8 text of `ids` (an invalid byte sequence as U+FFFD)."""
+    return bytes(i - 1 for i in _known(ids, self.vocab_size)).decode(
+        'utf-8', errors='replace')
 
 
 class SentencePieceTokenizer:
@@ -67,6 +86,9 @@ class SentencePieceTokenizer:
     if isinstance(text, bytes):
       text = text.decode('utf-8')
     return _pad(self._model.encode(text), length)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._model.decode(_known(ids, self.vocab_size))
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int,

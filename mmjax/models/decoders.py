@@ -15,6 +15,13 @@ the memory projects its S tokens again at every step (as Flax's WMT example
 does), which a later change could cache too.
 
 `sequence_loss` is the teacher-forced training loss over the logits.
+
+`CTCHead` is the non-autoregressive alternative for speech recognition: a
+linear layer over the encoder tokens trained with CTC (Graves et al., 2006),
+decoded by `ctc_greedy` (best path).
+
+The decoders are registered in `mmjax.registry.DECODERS` ('lstm',
+'transformer', 'ctc') for `config.model.decoder`.
 """
 import functools
 from typing import Any, ClassVar, Dict, Optional, Tuple
@@ -24,10 +31,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax.data.tokenizers import PAD_ID
 from mmjax.decoding import StepFn, tile_beams
 from mmjax.models import layers
+from mmjax.registry import DECODERS
 
 Variables = Dict[str, Any]
+
+
+def token_losses(logits: jax.Array, targets: jax.Array,
+                 label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy [B, T] of logits [B, T, V] against int targets [B, T];
+  the target distribution is (1 - eps) on the target plus eps =
+  label_smoothing spread uniformly over the V tokens."""
+  labels = optax.smooth_labels(
+      jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
 
 
 def sequence_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array,
@@ -38,15 +57,12 @@ def sequence_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array,
     logits: [B, T, V].
     targets: int [B, T].
     mask: [B, T], nonzero where a target token counts (padding does not).
-    label_smoothing: eps; the target distribution is (1 - eps) on the
-      target plus eps spread uniformly over the V tokens.
+    label_smoothing: see `token_losses`.
   Returns:
     A scalar; 0 when no token is valid.
   """
-  labels = optax.smooth_labels(
-      jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
-  loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
   mask = mask.astype(jnp.float32)
+  loss = token_losses(logits, targets, label_smoothing)
   return (loss * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
@@ -125,6 +141,7 @@ class _AttentionLSTMStep(nn.Module):
     return (lstm, out), out
 
 
+@DECODERS.register('lstm')
 class LSTMDecoder(nn.Module):
   """LSTM decoder with additive or dot-product attention over the memory.
 
@@ -244,6 +261,7 @@ class DecoderBlock(nn.Module):
                               train=train, remat=self.options.remat)
 
 
+@DECODERS.register('transformer')
 class TransformerDecoder(nn.Module):
   """Transformer decoder: causal self-attention and cross-attention blocks.
 
@@ -335,3 +353,61 @@ class TransformerDecoder(nn.Module):
       return logits[:, 0], mutated['cache']
 
     return step_fn, cache
+
+
+def ctc_losses(logits: jax.Array, logit_mask: jax.Array, targets: jax.Array,
+               target_mask: jax.Array) -> jax.Array:
+  """CTC negative log-likelihood [B] of each target, blank = PAD_ID (0).
+
+  Args:
+    logits: [B, S, V] per encoder token; logit_mask [B, S] its valid tokens.
+    targets: int [B, T] (PAD_ID-padded, no end id); target_mask [B, T].
+  Returns:
+    [B]; 0 for an example without target tokens (a padding row).
+  """
+  losses = optax.ctc_loss(
+      logits.astype(jnp.float32), 1.0 - logit_mask.astype(jnp.float32),
+      targets, 1.0 - target_mask.astype(jnp.float32), blank_id=PAD_ID)
+  return jnp.where(target_mask.any(-1), losses, 0.0)
+
+
+def ctc_greedy(logits: jax.Array, logit_mask: jax.Array,
+               max_len: int) -> jax.Array:
+  """Best-path CTC decoding: the argmax token of every valid encoder token,
+  repeats merged, blanks removed, left-aligned.
+
+  logits [B, S, V], logit_mask [B, S] -> tokens [B, max_len] (PAD_ID-padded;
+  tokens beyond max_len are dropped).
+  """
+  best = jnp.where(logit_mask.astype(bool), logits.argmax(-1), PAD_ID)
+  previous = jnp.pad(best, ((0, 0), (1, 0)), constant_values=PAD_ID)[:, :-1]
+  keep = (best != PAD_ID) & (best != previous)
+  # Kept token i goes to position (number kept before it); the others to a
+  # spill column max_len, cut off below.
+  position = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, max_len)
+  position = jnp.minimum(position, max_len)
+  rows = jnp.arange(best.shape[0])[:, None]
+  out = jnp.full((best.shape[0], max_len + 1), PAD_ID, best.dtype)
+  return out.at[rows, position].set(jnp.where(keep, best, PAD_ID))[
+      :, :max_len].astype(jnp.int32)
+
+
+@DECODERS.register('ctc')
+class CTCHead(nn.Module):
+  """Per-token logits over the target vocabulary (id 0 is CTC's blank).
+
+  Reads memory [B, S, D_m] (the encoder tokens) and returns logits
+  [B, S, V]: train with `ctc_losses`, decode with `ctc_greedy`. Several
+  frames per output token are needed: S must exceed the target length.
+  """
+  vocab_size: Optional[int] = None
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {'tiny': {}, 'small': {}}
+
+  @nn.compact
+  def __call__(self, memory: jax.Array) -> jax.Array:
+    _check_vocab(self.vocab_size)
+    return layers.dense(self.vocab_size, 'embed', 'vocab', self.dtype,
+                        name='logits', param_dtype=self.param_dtype)(memory)

@@ -15,26 +15,28 @@ import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError, check_fields
 from mmjax.models import audio, image, text  # noqa: F401  (registers encoders)
 from mmjax.models import layers
-from mmjax.registry import ENCODERS, MODALITIES
+from mmjax.registry import ENCODERS, MODALITIES, Registry
 
 # Fields that come from the model or the dataset, never from the config.
 _BUILD_FIELDS = ('vocab_size', 'sample_rate', 'bn_axis_name', 'dtype',
                  'param_dtype', 'block_options', 'parent', 'name')
 
 
-def _resolve(modality: str, cfg: Mapping[str, Any]
-             ) -> Tuple[Type[nn.Module], Dict[str, Any]]:
-  """Checks `cfg` and returns the encoder class and its config kwargs."""
-  prefix = f'model.encoders.{modality}'
-  if modality not in ENCODERS:
-    raise ConfigError('model.modalities', f'unknown modality {modality!r}; '
-                      f'valid modalities are {", ".join(MODALITIES)}.')
-  registry = ENCODERS[modality]
+def resolve(registry: Registry, cfg: Mapping[str, Any], prefix: str,
+            kind: str) -> Tuple[Type[nn.Module], Dict[str, Any]]:
+  """Checks a module config (`name`, `size`, fields) against `registry`.
+
+  Returns the registered class and its config kwargs: the size's values
+  overridden by the fields given. `prefix` is the config path named in
+  errors (e.g. 'model.encoders.image'), `kind` the module kind ('image
+  encoder').
+  """
   if 'name' not in cfg:
     raise ConfigError(f'{prefix}.name', 'is missing; valid names are: '
                       f'{", ".join(registry.names())}.')
@@ -43,13 +45,13 @@ def _resolve(modality: str, cfg: Mapping[str, Any]
   kwargs = {}
   if 'size' in cfg:
     if cfg['size'] not in cls.SIZES:
-      raise ConfigError(f'{prefix}.size', f'{modality} encoder {name!r} has '
-                        f'no size {cfg["size"]!r}; valid sizes are: '
+      raise ConfigError(f'{prefix}.size', f'{kind} {name!r} has no size '
+                        f'{cfg["size"]!r}; valid sizes are: '
                         f'{", ".join(cls.SIZES)}.')
     kwargs.update(cls.SIZES[cfg['size']])
   fields = ({f.name for f in dataclasses.fields(cls)} -
             set(_BUILD_FIELDS)) | {'name', 'size'}
-  check_fields(cfg, fields, prefix, f'{modality} encoder {name!r}')
+  check_fields(cfg, fields, prefix, f'{kind} {name!r}')
   for key, value in cfg.items():
     if key in ('name', 'size'):
       continue
@@ -61,6 +63,16 @@ def _resolve(modality: str, cfg: Mapping[str, Any]
                         f'valid values are: '
                         f'{", ".join(map(str, allowed))}.')
   return cls, kwargs
+
+
+def _resolve(modality: str, cfg: Mapping[str, Any]
+             ) -> Tuple[Type[nn.Module], Dict[str, Any]]:
+  """Checks `cfg` and returns the encoder class and its config kwargs."""
+  if modality not in ENCODERS:
+    raise ConfigError('model.modalities', f'unknown modality {modality!r}; '
+                      f'valid modalities are {", ".join(MODALITIES)}.')
+  return resolve(ENCODERS[modality], cfg, f'model.encoders.{modality}',
+                 f'{modality} encoder')
 
 
 def check_encoder_config(modality: str, cfg: Mapping[str, Any]) -> None:
@@ -98,3 +110,49 @@ def build_encoder(modality: str, cfg: Mapping[str, Any], *,
   kwargs.update({k: v for k, v in given.items()
                  if k in fields and (v is not None or k != 'sample_rate')})
   return cls(**kwargs, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def model_encoder(model: nn.Module, modality: str) -> nn.Module:
+  """The `modality` encoder of a multimodal `model` (a Linen module with the
+  fields `encoders`, `dtype`, `param_dtype`, `block_options`, `vocab_size`,
+  `sample_rate` and `bn_axis_name`), named f'{modality}_encoder'."""
+  return build_encoder(modality, model.encoders[modality], dtype=model.dtype,
+                       param_dtype=model.param_dtype,
+                       block_options=model.block_options,
+                       vocab_size=model.vocab_size,
+                       sample_rate=model.sample_rate,
+                       bn_axis_name=model.bn_axis_name,
+                       name=f'{modality}_encoder')
+
+
+def encode_modalities(model: nn.Module, batch: Mapping[str, jax.Array], *,
+                      train: bool, modality_dropout: float = 0.0
+                      ) -> Tuple[Dict[str, jax.Array], Dict[str, jax.Array]]:
+  """Encodes and projects every modality of `model` that `batch` holds.
+
+  Call from inside `model`'s compact method (`model_encoder` fields plus
+  `modalities` and `dim`). Batch keys per modality `m`: `m`, optional
+  `m + '_mask'` (valid steps) and `m + '_present'` [B] (0: the modality is
+  missing for that example). In training, `modality_dropout` marks each
+  (example, modality) missing with that probability ('dropout' RNG).
+
+  Returns tokens {m: [B, T_m, dim]} (a dense layer f'{m}_proj' after the
+  encoder) and masks {m: bool [B, T_m]}.
+  """
+  tokens, masks = {}, {}
+  for m in model.modalities:
+    if m not in batch:
+      continue
+    x, mask = model_encoder(model, m)(batch[m], batch.get(f'{m}_mask'),
+                                      train=train)
+    if f'{m}_present' in batch:
+      mask = mask & batch[f'{m}_present'].astype(bool)[:, None]
+    if train and modality_dropout > 0:
+      kept = jax.random.bernoulli(model.make_rng('dropout'),
+                                  1 - modality_dropout, mask.shape[:1])
+      mask = mask & kept[:, None]
+    tokens[m] = layers.dense(model.dim, None, 'embed', model.dtype,
+                             name=f'{m}_proj',
+                             param_dtype=model.param_dtype)(x)
+    masks[m] = mask
+  return tokens, masks

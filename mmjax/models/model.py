@@ -1,18 +1,18 @@
 """The multimodal model: one encoder per modality -> projection -> fusion -> head."""
-import dataclasses
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mmjax.errors import ConfigError, check_fields
+from mmjax.errors import ConfigError
 from mmjax.models import layers
+from mmjax.models import seq2seq  # noqa: F401  (registers 'seq2seq')
 from mmjax.models import two_tower  # noqa: F401  (registers 'two_tower')
-from mmjax.models.encoders import build_encoder
+from mmjax.models.encoders import encode_modalities
 from mmjax.models.fusion import base as fusion_base
-from mmjax.registry import FUSIONS, MODELS
+from mmjax.registry import MODELS
 
 Batch = Mapping[str, jax.Array]
 
@@ -51,36 +51,9 @@ class MultimodalModel(nn.Module):
 
   @nn.compact
   def __call__(self, batch: Batch, *, train: bool) -> jax.Array:
-    tokens: Dict[str, jax.Array] = {}
-    masks: Dict[str, jax.Array] = {}
-    for m in self.modalities:
-      if m not in batch:
-        continue
-      encoder = build_encoder(m, self.encoders[m], dtype=self.dtype,
-                              param_dtype=self.param_dtype,
-                              block_options=self.block_options,
-                              vocab_size=self.vocab_size,
-                              sample_rate=self.sample_rate,
-                              bn_axis_name=self.bn_axis_name,
-                              name=f'{m}_encoder')
-      x, mask = encoder(batch[m], batch.get(f'{m}_mask'), train=train)
-      if f'{m}_present' in batch:
-        mask = mask & batch[f'{m}_present'].astype(bool)[:, None]
-      if train and self.modality_dropout > 0:
-        kept = jax.random.bernoulli(self.make_rng('dropout'),
-                                    1 - self.modality_dropout, mask.shape[:1])
-        mask = mask & kept[:, None]
-      tokens[m] = layers.dense(self.dim, None, 'embed', self.dtype,
-                               name=f'{m}_proj',
-                               param_dtype=self.param_dtype)(x)
-      masks[m] = mask
-    fusion_cfg = dict(self.fusion)
-    fusion_cls = FUSIONS.get(fusion_cfg.pop('name'), field='model.fusion.name')
-    if 'block_options' in {f.name for f in dataclasses.fields(fusion_cls)}:
-      fusion_cfg['block_options'] = self.block_options
-    fused = fusion_cls(modalities=tuple(self.modalities), dim=self.dim,
-                       dtype=self.dtype, param_dtype=self.param_dtype,
-                       name='fusion', **fusion_cfg)(tokens, masks, train=train)
+    tokens, masks = encode_modalities(
+        self, batch, train=train, modality_dropout=self.modality_dropout)
+    fused = fusion_base.build(self, self.fusion)(tokens, masks, train=train)
     pooled = nn.Dropout(self.head_dropout, deterministic=not train)(
         fused.pooled)
     logits = layers.dense(self.num_outputs, 'embed', 'classes', self.dtype,
@@ -89,19 +62,17 @@ class MultimodalModel(nn.Module):
                               pooled)
     return logits.astype(jnp.float32)
 
-
   @staticmethod
   def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for a bad fusion or modality dropout field, or a
     task that needs another model."""
     mc = config.model
-    if config.task.name == 'retrieval':
-      raise ConfigError('model.name', "task 'retrieval' trains embeddings: "
-                        "use model.name='two_tower' (configs/retrieval.py).")
-    cls = FUSIONS.get(mc.fusion.name, field='model.fusion.name')
-    allowed = {f.name for f in fusion_base.knobs(cls)} | {'name'}
-    check_fields(mc.fusion, allowed, 'model.fusion',
-                 f'fusion {mc.fusion.name!r}')
+    models = {'retrieval': 'two_tower (configs/retrieval.py)',
+              'seq2seq': 'seq2seq (configs/captioning.py)'}
+    if config.task.name in models:
+      raise ConfigError('model.name', f'task {config.task.name!r} needs '
+                        f'model.name={models[config.task.name]}.')
+    fusion_base.check_config(mc.fusion)
     p = mc.modality_dropout
     if (not isinstance(p, (int, float)) or isinstance(p, bool) or
         not 0 <= p < 1):

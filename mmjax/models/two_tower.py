@@ -19,7 +19,7 @@ import ml_collections
 
 from mmjax.errors import ConfigError, check_fields
 from mmjax.models import layers
-from mmjax.models.encoders import build_encoder
+from mmjax.models.encoders import model_encoder
 from mmjax.registry import MODELS
 
 Batch = Mapping[str, jax.Array]
@@ -64,13 +64,7 @@ class TwoTower(nn.Module):
     for m in self.modalities:
       if m not in batch:
         continue
-      encoder = build_encoder(m, self.encoders[m], dtype=self.dtype,
-                              param_dtype=self.param_dtype,
-                              block_options=self.block_options,
-                              vocab_size=self.vocab_size,
-                              sample_rate=self.sample_rate,
-                              bn_axis_name=self.bn_axis_name,
-                              name=f'{m}_encoder')
+      encoder = model_encoder(self, m)
       tokens, mask = encoder(batch[m], batch.get(f'{m}_mask'), train=train)
       pooled = layers.masked_mean(tokens, mask)
       embedding = layers.dense(self.dim, None, 'embed', self.dtype,

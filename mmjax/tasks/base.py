@@ -5,9 +5,11 @@ pure, jit-able functions of the model outputs and the batch; `finalize` runs
 on the host. Rows whose `batch['_mask']` is 0 are padding (the last eval batch
 is padded to a fixed shape so that nothing recompiles) and count for nothing.
 
-A task is built as `TASKS.get(name)(config.task, spec)` from its config and
-the dataset's `DatasetSpec` (e.g. the label's `num_classes`, `multilabel`,
-`label_names`).
+A task is built as `TASKS.get(name)(config.task, spec, meta)` from its
+config, the dataset's `DatasetSpec` (e.g. the label's `num_classes`,
+`multilabel`, `label_names`) and the train preprocessing's metadata (e.g.
+'tokenizers': key -> the op that tokenizes it, for tasks that turn ids
+back into text).
 
 Whole-split evaluation: a task whose metrics are not sums over batches
 (retrieval ranks every eval example against every other) also defines
@@ -17,13 +19,18 @@ batch and every process onto the host, concatenated in eval order, and calls
 `finalize(stats, examples)`; a task without `eval_examples` gets
 `finalize(stats)`.
 
+`finalize` may also return, under the key `PREDICTIONS`, a list of
+JSON-able records (a prediction next to its reference) for some examples;
+`split_predictions` separates them from the scalar metrics, and the train
+loop writes them to the workdir (see `mmjax.train.writers`).
+
 A task whose loss couples the rows of a batch (a contrastive loss, where
 every row is a negative of the others) sets `couples_examples = True`; the
 train step then computes its loss on the model outputs of the whole global
 batch, also under pmap and with gradient accumulation (see
 `mmjax.train.steps.coupled_train_step`).
 """
-from typing import Any, Dict, Mapping, Protocol, Tuple
+from typing import Any, Dict, List, Mapping, Protocol, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +38,14 @@ import numpy as np
 
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, jax.Array]
+PREDICTIONS = 'predictions'
+
+
+def split_predictions(results: Mapping[str, Any]
+                      ) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+  """`finalize`'s results -> (scalar metrics, prediction records or [])."""
+  metrics = dict(results)
+  return metrics, metrics.pop(PREDICTIONS, [])
 
 
 class Task(Protocol):

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from mmjax import data
 from mmjax.errors import ConfigError
 from mmjax.models.model import build_model
+from mmjax.tasks.base import split_predictions
 from mmjax.train import parallel
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.nonfinite import NonFiniteGuard
@@ -207,9 +208,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if is_eval:
           jax.block_until_ready(state)  # Queued train steps count as training.
           eval_start = time.time()
-          eval_metrics = experiment.evaluate(state)
+          eval_metrics, predictions = split_predictions(
+              experiment.evaluate(state))
           eval_seconds += time.time() - eval_start
           writer.write(step, 'eval', eval_metrics)
+          writer.write_predictions(step, 'eval', predictions)
           bar.write(f'step {step}: ' + ', '.join(
               f'{k}={v:.4f}' for k, v in sorted(eval_metrics.items())))
         scheduled = step % config.checkpoint_every_steps == 0 or step == total
@@ -236,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_seconds = time.time() - timer - eval_seconds if timer else 0.0
   bar.close()
   if eval_metrics is None:  # Nothing left to train: evaluate what was restored.
-    eval_metrics = experiment.evaluate(state)
+    eval_metrics, _ = split_predictions(experiment.evaluate(state))
   checkpointer.wait()
   checkpointer.close()
   writer.close()

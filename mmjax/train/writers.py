@@ -10,7 +10,7 @@ import json
 import logging as std_logging
 import os
 import time
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -20,13 +20,18 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2
 
 METRICS_FILE = 'metrics.jsonl'
+PREDICTIONS_DIR = 'predictions'
+# Predictions shown in TensorBoard per evaluation (the JSONL file has all).
+TENSORBOARD_PREDICTIONS = 8
 
 
 class MetricWriter:
-  """Writes scalar metrics, keyed by step and prefixed by split ('train', 'eval')."""
+  """Writes scalar metrics, keyed by step and prefixed by split ('train',
+  'eval'), and generated-text predictions."""
 
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
+    self._workdir = workdir
     if self._active:
       logdir = os.path.join(workdir, 'tensorboard')
       os.makedirs(logdir, exist_ok=True)
@@ -45,6 +50,27 @@ class MetricWriter:
     self._jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) +
                       '\n')
     self._jsonl.flush()
+
+  def write_predictions(self, step: int, split: str,
+                        records: Sequence[Mapping[str, Any]]) -> None:
+    """Writes `records` (JSON-able dicts: a prediction next to its
+    reference) to <workdir>/predictions/<split>_step_<step>.jsonl, and the
+    first few to TensorBoard as a text table under '<split>/predictions'."""
+    if not self._active or not records:
+      return
+    path = os.path.join(self._workdir, PREDICTIONS_DIR,
+                        f'{split}_step_{step}.jsonl')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in records)
+    keys = list(records[0])
+    table = ['| ' + ' | '.join(keys) + ' |', '|' + ' --- |' * len(keys)]
+    table += ['| ' + ' | '.join(str(r.get(k, '')) for k in keys) + ' |'
+              for r in records[:TENSORBOARD_PREDICTIONS]]
+    self._tb.write_event(event_pb2.Event(
+        wall_time=time.time(), step=step,
+        summary=tb_summary.text(f'{split}/predictions', '\n'.join(table))))
+    self._tb.flush()
 
   def close(self) -> None:
     if self._active:

@@ -18,7 +18,9 @@ class Tokenize(Op):
   Tokenizers: 'word' (the dataset's closed vocabulary, for mmjax's synthetic
   datasets), 'byte' (UTF-8 bytes, any text) or 'sentencepiece' (a model with
   at most `vocab_size` pieces, trained offline on the train split's text of
-  this key and stored with the dataset). Sets `meta['vocab_size']`.
+  this key and stored with the dataset). Sets `meta['vocab_size']`, and
+  `meta['tokenizers'][key]` to this op, whose `get_tokenizer()` decodes the ids
+  of generated text and whose `max_vocab_size` sizes a decoder's output.
   """
   length: int
   key: str = 'text'
@@ -37,7 +39,22 @@ class Tokenize(Op):
     return os.path.join(meta['dataset_dir'],
                         f'sentencepiece_{self.key}_{self.vocab_size}.model')
 
+  @property
+  def max_vocab_size(self) -> int:
+    """The vocabulary size, or for SentencePiece its bound `vocab_size`
+    (known before the model is trained; the model may have fewer pieces)."""
+    if self.tokenizer == 'sentencepiece':
+      return self.vocab_size
+    return self._tokenizer.vocab_size
+
+  def get_tokenizer(self):
+    """The tokenizer (SentencePiece loads lazily, in each worker)."""
+    if self._tokenizer is None:
+      self._tokenizer = tokenizers.SentencePieceTokenizer(self._model)
+    return self._tokenizer
+
   def setup(self, meta):
+    meta['tokenizers'] = {**meta.get('tokenizers', {}), self.key: self}
     if self.tokenizer == 'word':
       if not meta.get('vocabulary'):
         raise ValueError("tokenizer 'word' needs a dataset with a closed "
@@ -61,8 +78,6 @@ class Tokenize(Op):
                                      self.vocab_size, self._model)
 
   def __call__(self, example, rng):
-    if self._tokenizer is None:  # SentencePiece loads lazily, in each worker.
-      self._tokenizer = tokenizers.SentencePieceTokenizer(self._model)
-    ids, mask = self._tokenizer.encode(get(example, self.key, self),
-                                       self.length)
+    ids, mask = self.get_tokenizer().encode(get(example, self.key, self),
+                                            self.length)
     return {**example, self.key: ids, f'{self.key}_mask': mask}

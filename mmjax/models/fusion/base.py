@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, check_fields
 from mmjax.models import layers
 from mmjax.registry import FUSIONS
 
@@ -178,3 +178,24 @@ class HiddenLayer(nn.Module):
     x = nn.gelu(layers.dense(self.features, 'embed', 'mlp', self.dtype,
                              name='dense', param_dtype=self.param_dtype)(x))
     return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+def build(model: nn.Module, cfg: Mapping[str, Any]) -> nn.Module:
+  """The fusion method `cfg` (`config.model.fusion`: name and knobs) of a
+  multimodal `model` (fields modalities, dim, dtype, param_dtype,
+  block_options), named 'fusion'."""
+  cfg = dict(cfg)
+  cls = FUSIONS.get(cfg.pop('name'), field='model.fusion.name')
+  if 'block_options' in {f.name for f in dataclasses.fields(cls)}:
+    cfg['block_options'] = model.block_options
+  return cls(modalities=tuple(model.modalities), dim=model.dim,
+             dtype=model.dtype, param_dtype=model.param_dtype, name='fusion',
+             **cfg)
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+  """Raises ConfigError for an unknown method or knob in `cfg`
+  (`config.model.fusion`)."""
+  cls = FUSIONS.get(cfg['name'], field='model.fusion.name')
+  allowed = {f.name for f in knobs(cls)} | {'name'}
+  check_fields(cfg, allowed, 'model.fusion', f'fusion {cfg["name"]!r}')
