@@ -30,6 +30,7 @@ def make_config(data_dir):
   Keyword overrides use '__' for nesting: `optimizer__learning_rate=0.1`.
   """
   from configs import default
+  from tiny import set_fields
 
   def make(arg=None, **overrides):
     # All three modalities and the 4-class label, so that every test runs
@@ -43,12 +44,6 @@ def make_config(data_dir):
     c.num_train_steps = 4
     c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 2
     c.optimizer.warmup_steps = 1
-    for key, value in overrides.items():
-      *path, leaf = key.split('__')
-      node = c
-      for part in path:
-        node = node[part]
-      node[leaf] = value
-    return c
+    return set_fields(c, **overrides)
 
   return make

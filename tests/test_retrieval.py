@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from tiny import gradient_step_config, one_step
 
 from configs import retrieval as retrieval_config
 from mmjax import data
@@ -20,26 +21,9 @@ from mmjax.train.loop import Experiment
 
 
 def _config(data_dir, arg='text=embedding_bag', mesh=None, **fields):
-  """A tiny retrieval config; `mesh` 'DxF' puts D x F devices on data x
-  fsdp."""
-  c = retrieval_config.get_config(arg)
-  if mesh:
-    data_size, fsdp = map(int, mesh.split('x'))
-    c.parallel.mesh = dict(data=data_size, fsdp=fsdp, tensor=1)
-  c.dataset.builder_config, c.dataset.data_dir = 'tiny', data_dir
-  c.input.global_batch_size, c.input.eval_batch_size = 16, 32
-  c.model.dim = 16
-  # Plain SGD at rate 1: one step moves the parameters by minus the gradient.
-  c.optimizer.update(name='sgd', learning_rate=1.0, warmup_steps=0,
-                     schedule='constant', momentum=0.0, weight_decay=0.0,
-                     grad_clip_norm=0.0)
-  for key, value in fields.items():
-    *path, leaf = key.split('__')
-    node = c
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return c
+  """A tiny retrieval config (see `tiny.gradient_step_config`)."""
+  return gradient_step_config(retrieval_config.get_config(arg), data_dir,
+                              mesh, **fields)
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,14 +40,8 @@ def _batch(data_dir):
 @functools.lru_cache(maxsize=None)
 def _step(data_dir, devices=8, **fields):
   """(loss, gradients as host arrays) of one step from the initial state."""
-  experiment = _experiment(data_dir, devices=devices, **fields)
-  runner = experiment.runner
-  state = runner.init(experiment.init_rng)
-  before = jax.device_get(runner.to_checkpoint(state).params)
-  state, metrics = runner.train_step(state, _batch(data_dir))
-  after = jax.device_get(runner.to_checkpoint(state).params)
-  grads = jax.tree.map(lambda b, a: b - a, before, after)
-  return float(runner.fetch(metrics)['loss']), grads
+  return one_step(_experiment(data_dir, devices=devices, **fields),
+                  _batch(data_dir))
 
 
 def _assert_same_step(step, reference):

@@ -144,8 +144,7 @@ class Seq2SeqTask:
   def eval_examples(self, outputs: Mapping[str, jax.Array],
                     batch: base.Batch) -> Dict[str, jax.Array]:
     """Decoded ids [B, L] and the reference ids [B, T] of every example."""
-    return {'prediction': outputs['tokens'],
-            'reference': jnp.where(batch['target_mask'], batch['target'], 0)}
+    return {'prediction': outputs['tokens'], 'reference': batch['target']}
 
   def texts(self, ids: np.ndarray) -> List[str]:
     """Rows of ids [N, L] -> their texts (up to the first end id)."""
