@@ -28,6 +28,9 @@ KEYS = ('answer',) + default.SEQ2SEQ_KEYS
 def get_config(arg=None):
   variant = default.parse_variant(arg, KEYS)
   answer = variant.pop('answer', 'classify')
+  # Word order matters: "is the circle left of the square" and "is the
+  # square left of the circle" are one bag of words.
+  variant.setdefault('text', 'lstm')
   rest = ','.join(f'{k}={v}' for k, v in variant.items())
   if answer == 'classify':
     c = default.get_config(','.join(filter(None, [

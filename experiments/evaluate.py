@@ -9,7 +9,8 @@ are absent for every example); without it, all the run's modalities are
 used. The run's config comes from <workdir>/config.json, or from --config
 (with --config.a.b=value overrides, e.g. another eval split or batch size).
 Results are printed and written to --output (default
-<workdir>/eval/step_<N>.json). The checkpoints are opened read-only: this
+<workdir>/eval/step_<N>.json; for a sequence task the file also holds the
+first predictions next to their references). The checkpoints are opened read-only: this
 works while the run is still training.
 """
 import json
@@ -22,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 import multihost_flags
+from mmjax.tasks.base import split_predictions
 from mmjax.train import evaluation
 from mmjax.train.writers import quiet_library_logs
 
@@ -51,9 +53,12 @@ def main(argv):
   results = {'step': step, 'workdir': os.path.abspath(_WORKDIR.value),
              'evaluations': []}
   for modalities in subsets:
-    metrics = evaluation.evaluate(experiment, state, modalities)
+    metrics, predictions = split_predictions(
+        evaluation.evaluate(experiment, state, modalities))
     results['evaluations'].append({'modalities': list(modalities),
-                                   'metrics': metrics})
+                                   'metrics': metrics,
+                                   **({'predictions': predictions}
+                                      if predictions else {})})
     logging.info('step %d, %s: %s', step, '+'.join(modalities), ', '.join(
         f'{k}={v:.4f}' for k, v in sorted(metrics.items())))
   if jax.process_index() == 0:
@@ -62,7 +67,10 @@ def main(argv):
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, 'w') as f:
       json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    # Predictions (sequence tasks) go to the file only.
+    print(json.dumps({**results, 'evaluations': [
+        {k: v for k, v in e.items() if k != 'predictions'}
+        for e in results['evaluations']]}, indent=2))
 
 
 if __name__ == '__main__':

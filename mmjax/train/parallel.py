@@ -202,8 +202,9 @@ class PmapRunner(_Runner):
     super().__init__(axis_name=PMAP_AXIS, **kwargs)
     self.devices = devices
     # Leading axis of every pmapped array: one slice per local device.
-    self._stacked = NamedSharding(Mesh(np.array(self.devices), (PMAP_AXIS,)),
-                                  P(PMAP_AXIS))
+    mesh = Mesh(np.array(self.devices), (PMAP_AXIS,))
+    self._stacked = NamedSharding(mesh, P(PMAP_AXIS))
+    self._copies = NamedSharding(mesh, P())  # A full copy on every device.
     n = len(self.devices)
     self._replicate = jax.jit(
         lambda tree: jax.tree.map(
@@ -241,14 +242,22 @@ class PmapRunner(_Runner):
     return multihost_utils.process_allgather(local, tiled=True)
 
   def restore_target(self) -> Any:
-    return jax.eval_shape(lambda: nn.meta.unbox(self._init_fn(
-        jax.random.key(0))))
+    """The state on this host's first device (`from_checkpoint` replicates
+    it): explicit, so that a checkpoint saved with other devices (another
+    pmap width, or a jit mesh) restores here."""
+    device = jax.sharding.SingleDeviceSharding(self.devices[0])
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        jax.eval_shape(lambda: nn.meta.unbox(self._init_fn(
+            jax.random.key(0)))))
 
   def to_checkpoint(self, state):
     return jax.tree.map(lambda x: x[0], state)
 
   def from_checkpoint(self, state):
-    return self._replicate(state)
+    # A restored state sits on other devices (committed): copy it to this
+    # runner's devices before stacking the copies.
+    return self._replicate(jax.device_put(state, self._copies))
 
   def describe(self, state) -> str:
     del state

@@ -237,6 +237,27 @@ def test_checkpoint_restores_on_another_mesh(reference, devices, mesh):
   assert np.isfinite(runner.fetch(metrics)['loss'])
 
 
+def test_pmap_restores_a_checkpoint_of_other_devices(reference):
+  """The 8-device fsdp checkpoint restores under pmap over 2 devices (and
+  so does a pmap checkpoint: its state is saved from one device)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(reference, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.parallel.mode = 'pmap'
+  config.parallel.mesh = dict(data=-1, fsdp=1, tensor=1)
+  experiment = Experiment(config, devices=jax.devices()[:2])
+  runner = experiment.runner
+  checkpointer = experiment.make_checkpointer(reference, read_only=True)
+  state = runner.from_checkpoint(
+      checkpointer.restore(STEPS, runner.restore_target()))
+  checkpointer.close()
+  _assert_tree_equal(jax.tree.map(np.asarray,
+                                  runner.to_checkpoint(state).params),
+                     _params(reference, STEPS))
+  state, metrics = runner.train_step(state, next(experiment.train_iterator()))
+  assert np.isfinite(runner.fetch(metrics)['loss'])
+
+
 def _corrupt_copy(reference, tmp_path, how):
   """A copy of the reference run whose step STEPS is damaged by `how` (step
   STEPS / 2 stays good); returns (workdir, the damaged path)."""

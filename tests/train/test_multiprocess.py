@@ -26,7 +26,7 @@ def _free_port() -> int:
 def _start(workdir, data_dir, devices, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
-       '--config=configs/default.py:modalities=image+audio+text,label=label,'
+       '--config=configs/default.py:modalities=image+text,label=label,'
        'fusion=concat', f'--workdir={workdir}',
        '--config.dataset.builder_config=tiny',
        f'--config.dataset.data_dir={data_dir}',
