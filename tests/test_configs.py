@@ -3,6 +3,7 @@ import glob
 import importlib
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -61,7 +62,9 @@ def _same_runs():
 def test_config_builds_and_runs_one_step(data_dir, names):
   configs = [_on_tiny_data(name, data_dir) for name in names]
   assert all(c == configs[0] for c in configs[1:])
-  experiment = Experiment(configs[0])
+  # One device: the config's structure is under test; sharding has its own
+  # tests (tests/train/test_parallel.py), and 8-device steps compile slower.
+  experiment = Experiment(configs[0], devices=jax.devices()[:1])
   state = experiment.runner.init(experiment.init_rng)
   state, metrics = experiment.runner.train_step(
       state, next(experiment.train_iterator()))
@@ -73,7 +76,7 @@ def test_config_builds_and_runs_one_step(data_dir, names):
                                      'modalities=image+text,size=small',
                                      'image=vit,audio=transformer,text=gru'])
 def test_default_variants(make_config, variant):
-  experiment = Experiment(make_config(variant))
+  experiment = Experiment(make_config(variant), devices=jax.devices()[:1])
   state = experiment.runner.init(experiment.init_rng)
   _, metrics = experiment.runner.train_step(
       state, next(experiment.train_iterator()))

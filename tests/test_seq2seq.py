@@ -28,7 +28,8 @@ from mmjax.validate import validate_config
 TASKS = {
     'captioning': ('captioning', 'size=tiny'),
     'asr_ctc': ('asr', 'size=tiny,decoder=ctc'),
-    'vqa_lstm': ('vqa', 'answer=generate,size=tiny,decoder=lstm'),
+    'vqa_lstm': ('vqa', 'answer=generate,size=tiny,decoder=lstm,'
+                        'text=embedding_bag'),
 }
 
 

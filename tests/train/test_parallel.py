@@ -49,8 +49,10 @@ def test_sharded_loss_equals_single_device(make_config, mesh):
 
 def test_tensor_parallel_transformers_equal_single_device(make_config):
   """Heads and MLP units over 'tensor', with activation constraints in every
-  block (ViT, audio and text transformers, cross-attention fusion)."""
-  variant = 'image=vit,audio=transformer,text=transformer,fusion=cross_attention'
+  block (ViT and text transformer, cross-attention fusion; the audio
+  transformer is the same block over spectrogram patches)."""
+  variant = ('modalities=image+text,image=vit,text=transformer,'
+             'fusion=cross_attention')
   mesh = dict(data=2, fsdp=1, tensor=4)
   sharded = Experiment(make_config(variant, parallel__mesh=mesh,
                                    model__dim=32))
