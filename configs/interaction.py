@@ -16,9 +16,10 @@ wall time of the whole command, under a load of 5 to 10 from other jobs):
 Both left 0.5 between evals at steps 1,000 / 1,500 (concat) and 1,500 /
 2,000 (cross-attention). `:fusion=mult` and `:fusion=mbt` (3,000 steps at
 their own peak learning rates, PEAK_LEARNING_RATES) reach 0.9995-1.000 on
-seeds 0, 1 and 2 (benchmarks/fusion/interaction/). Logistic regressions on one modality predict the
-label at chance (test: pixels 0.498, bag of words 0.482, log-mel statistics
-0.502) while the bag of words reads text_bit at 1.000.
+seeds 0, 1 and 2 (benchmarks/fusion/interaction/). Logistic regressions on
+one modality predict the label at chance (test: pixels 0.498, bag of words
+0.482, log-mel statistics 0.502) while the bag of words reads text_bit at
+1.000.
 
 The variant string of configs/default.py applies (fusion, encoders,
 modalities, label: 'label', 'xor3', or one of 'image_bit', 'text_bit',
