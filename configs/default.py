@@ -166,6 +166,9 @@ def get_config(arg=None):
       # A corrupt latest step (truncated or missing file) is an error naming
       # it; True sets it aside and resumes from the previous good step.
       fallback_on_corrupt=False,
+      # A workdir of another run: a new run starts from its newest
+      # checkpoint's parameters where name, shape and dtype match.
+      warm_start_from='',
   ))
 
   c.parallel = ml_collections.ConfigDict(dict(

@@ -40,8 +40,22 @@ class CheckpointError(RuntimeError):
     super().__init__(f'checkpoint step {step}: {path}: {message}')
 
 
+class CheckpointCorrupt(CheckpointError):
+  """Storage damage: a file of the step is missing, truncated or unreadable.
+
+  The only kind of step `checkpoint.fallback_on_corrupt` sets aside.
+  """
+
+
+class CheckpointMismatch(CheckpointError):
+  """The step is intact, but its state does not fit the current model and
+  optimizer (tree structure, shape or dtype): the config changed. Never a
+  reason to set the step aside."""
+
+
 class WorkdirError(RuntimeError):
-  """The work directory cannot hold the run's outputs (unwritable, full)."""
+  """The work directory cannot take this run: unwritable, full, held by
+  another trainer, or holding a run of another config."""
 
   def __init__(self, path: str, message: str):
     self.path = path

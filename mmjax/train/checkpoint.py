@@ -10,12 +10,19 @@ Saves are asynchronous; the most recent `keep_last` steps are kept, plus the
 Crash safety. Orbax writes a step into a temporary directory and renames it
 when complete, so a process killed during a save leaves the previous steps
 intact and no partial step that `latest_step` would return; the temporary
-directories it leaves behind are removed when the next run starts. Once a
-save has finished, the size of every file it wrote is recorded in
+directories it leaves behind are removed when the next run starts. As soon
+as a save has committed (Orbax's post-finalization callback, in its
+background thread), the size of every file it wrote is recorded in
 `<step>/mmjax_files.json`, so a restore can tell a truncated or deleted file
 (or an unfinished item directory) from a good checkpoint in milliseconds and
 name it, instead of failing deep inside TensorStore or restoring garbage.
+
+Restore errors are classified: `CheckpointCorrupt` (storage damage: the only
+kind `fallback_on_corrupt` sets aside) and `CheckpointMismatch` (an intact
+step whose state does not fit the current model or optimizer: a config
+change, which must never cost the user a checkpoint).
 """
+import glob
 import json
 import os
 import shutil
@@ -24,19 +31,31 @@ from typing import Any, Mapping, Optional, Tuple
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from mmjax.errors import CheckpointError
+from mmjax.errors import CheckpointCorrupt, CheckpointError, CheckpointMismatch
+from mmjax.fileio import atomic_write_json
 
 ITEMS = ('state', 'data')
 FILES = 'mmjax_files.json'  # Relative path -> size of every file of a step.
+# Files at a step's top level that Orbax (re)writes as it commits the step,
+# after the size record is taken: not in the record.
+COMMIT_FILES = ('_CHECKPOINT_METADATA', 'commit_success.txt')
 TMP_MARKER = '.orbax-checkpoint-tmp'  # Orbax's temporary directory suffix.
 CORRUPT_PREFIX = 'corrupt-'  # Steps set aside by a fallback restore.
 _FIX = ('Delete that step directory to resume from the previous step, or set '
         'config.checkpoint.fallback_on_corrupt=True to do so automatically.')
+_MISMATCH_FIX = (
+    'The step was saved by a run of another model, optimizer or task '
+    'config, and is left as it is. Train into a new --workdir, or start a new '
+    "one from this run's parameters with "
+    '--config.checkpoint.warm_start_from=<this workdir>.')
+# Differences named in a CheckpointMismatch message.
+_SHOWN_DIFFERENCES = 5
 
 
 def _tmp_dirs(directory: str):
@@ -46,14 +65,50 @@ def _tmp_dirs(directory: str):
 
 
 def _files(step_dir: str) -> Mapping[str, int]:
-  """Relative path -> size of every file under `step_dir`."""
+  """Relative path -> size of every file under `step_dir` that the record
+  covers (the items' files)."""
   sizes = {}
   for root, _, names in os.walk(step_dir):
     for name in names:
       path = os.path.join(root, name)
       sizes[os.path.relpath(path, step_dir)] = os.path.getsize(path)
-  sizes.pop(FILES, None)
+  for name in (FILES, *COMMIT_FILES):
+    sizes.pop(name, None)
   return sizes
+
+
+def _saved_state_metadata(step_dir: str) -> Any:
+  """The tree of ArrayMetadata (shape, dtype) of a step's saved state."""
+  return ocp.StandardCheckpointer().metadata(
+      os.path.join(step_dir, 'state')).item_metadata.tree
+
+
+def _first_line(error: Exception) -> str:
+  """The first line of an error's message: TensorStore's run to pages."""
+  text = str(error).strip()
+  return text.splitlines()[0][:500] if text else ''
+
+
+def _leaf_specs(tree) -> Mapping[str, Tuple[Tuple[int, ...], str]]:
+  """'params/dense/kernel' -> (shape, dtype) of every array leaf of `tree`
+  (arrays, ShapeDtypeStructs or Orbax ArrayMetadata alike)."""
+  leaves = jax.tree_util.tree_leaves_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape'))
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+          (tuple(x.shape), str(np.dtype(x.dtype))) for path, x in leaves}
+
+
+def _differences(stored, current) -> list:
+  """Lines naming how the leaf specs `stored` and `current` differ."""
+  lines = [f'{k}: saved {stored[k][1]}{list(stored[k][0])}, this run '
+           f'{current[k][1]}{list(current[k][0])}'
+           for k in sorted(stored.keys() & current.keys())
+           if stored[k] != current[k]]
+  lines += [f'{k}: saved, not in this run' for k in sorted(stored.keys() -
+                                                            current.keys())]
+  lines += [f'{k}: in this run, not saved' for k in sorted(current.keys() -
+                                                           stored.keys())]
+  return lines
 
 
 class Checkpointer:
@@ -73,6 +128,9 @@ class Checkpointer:
     directory = os.path.abspath(directory)
     self._fallback = fallback_on_corrupt and not read_only
     self._pending: Optional[int] = None  # Step whose save may be running.
+    self._record_files = jax.process_index() == 0 and not read_only
+    self._async = async_save
+    self._committing: Optional[int] = None  # Step of the latest save.
     if not read_only:
       if jax.process_index() == 0 and os.path.isdir(directory):
         for path in _tmp_dirs(directory):
@@ -90,6 +148,10 @@ class Checkpointer:
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(
             policies),
         enable_async_checkpointing=async_save,
+        # Verifiable from the moment it commits, not from the next save.
+        async_options=ocp.AsyncOptions(
+            post_finalization_callback=self._record_pending)
+        if async_save else None,
         cleanup_tmp_directories=not read_only, read_only=read_only)
     self._manager = ocp.CheckpointManager(
         directory, options=options, item_names=ITEMS)
@@ -117,6 +179,7 @@ class Checkpointer:
     the keep-best policy.
     """
     self.wait()
+    self._committing = step
     if not os.path.isdir(self.directory):
       # Orbax would wait forever on the temporary directory it cannot make.
       raise CheckpointError(step, self.directory, (
@@ -134,6 +197,31 @@ class Checkpointer:
       raise CheckpointError(step, self._step_dir(step),
                             f'saving failed: {e}') from e
     self._pending = step
+    if not self._async:  # Committed already.
+      self._record_pending()
+
+  def _record_pending(self) -> None:
+    """Writes the size record of the step being saved (process 0).
+
+    Runs in Orbax's background thread once every item is written and before
+    the step's temporary directory is renamed into place, so the record
+    commits with the step (a synchronous save: in the caller's thread, just
+    after the commit). A failure is logged, not raised: the step is good,
+    only unverified.
+    """
+    step = self._committing
+    if not self._record_files or step is None:
+      return
+    uncommitted = glob.glob(os.path.join(self.directory,
+                                         f'{step}{TMP_MARKER}*'))
+    # Storage without renames (object stores) writes the final directory.
+    step_dir = uncommitted[0] if uncommitted else self._step_dir(step)
+    try:
+      atomic_write_json(os.path.join(step_dir, FILES), _files(step_dir),
+                        indent=None)
+    except OSError as e:
+      logging.error('Could not write the size record of checkpoint step %d '
+                    '(%s); the step will be restored unverified.', step, e)
 
   def check(self) -> None:
     """Raises CheckpointError if the pending save has already failed; does
@@ -163,25 +251,19 @@ class Checkpointer:
     except Exception as e:
       raise CheckpointError(step, self._step_dir(step),
                             f'saving failed: {e}') from e
-    if jax.process_index() == 0:
-      # Written into the committed step: a step without it (killed between
-      # the two) is complete, only unverified.
-      step_dir = self._step_dir(step)
-      with open(os.path.join(step_dir, FILES), 'w') as f:
-        json.dump(_files(step_dir), f)
 
   def verify(self, step: int) -> None:
     """Checks that every file of `step` is as its save left it.
 
     Raises:
-      CheckpointError naming the step and the first missing, truncated or
+      CheckpointCorrupt naming the step and the first missing, truncated or
       unfinished file or directory.
     """
     step_dir = self._step_dir(step)
     for root, dirs, _ in os.walk(step_dir):
       for name in dirs:
         if TMP_MARKER in name:
-          raise CheckpointError(step, os.path.join(root, name), (
+          raise CheckpointCorrupt(step, os.path.join(root, name), (
               'an unfinished temporary directory: the save of this step '
               'did not complete. ' + _FIX))
     try:
@@ -189,21 +271,45 @@ class Checkpointer:
         expected = json.load(f)
     except FileNotFoundError:
       logging.warning('Checkpoint step %d has no %s (the run stopped as its '
-                      'save finished); restoring it unverified.', step, FILES)
+                      'save committed); restoring it unverified.', step,
+                      FILES)
       return
     except ValueError as e:
-      raise CheckpointError(step, os.path.join(step_dir, FILES),
-                            f'unreadable ({e}). ' + _FIX) from e
+      raise CheckpointCorrupt(step, os.path.join(step_dir, FILES),
+                              f'unreadable ({e}). ' + _FIX) from e
     for rel, size in sorted(expected.items()):
       path = os.path.join(step_dir, rel)
       if not os.path.exists(path):
-        raise CheckpointError(step, path, (
+        raise CheckpointCorrupt(step, path, (
             f'missing (the save wrote {size} bytes there). ' + _FIX))
       actual = os.path.getsize(path)
       if actual != size:
-        raise CheckpointError(step, path, (
+        raise CheckpointCorrupt(step, path, (
             f'has {actual} bytes where the save wrote {size}: truncated or '
             'overwritten. ' + _FIX))
+
+  def check_fits(self, step: int, target: Any) -> None:
+    """Checks that the state saved at `step` has `target`'s tree structure,
+    shapes and dtypes (read from the step's metadata; no array is read).
+
+    Raises:
+      CheckpointMismatch listing the first differing leaves.
+      CheckpointCorrupt if the metadata cannot be read.
+    """
+    try:
+      stored = _saved_state_metadata(self._step_dir(step))
+    except Exception as e:  # Orbax raises many types for unreadable files.
+      raise CheckpointCorrupt(step, os.path.join(self._step_dir(step),
+                                                 'state'), (
+          f'its metadata could not be read ({type(e).__name__}: '
+          f'{_first_line(e)}). ' + _FIX)) from e
+    differences = _differences(_leaf_specs(stored), _leaf_specs(target))
+    if differences:
+      shown = differences[:_SHOWN_DIFFERENCES]
+      more = len(differences) - len(shown)
+      raise CheckpointMismatch(step, self._step_dir(step), (
+          'the saved state does not fit this run (' + '; '.join(shown) +
+          (f'; and {more} more' if more else '') + '). ' + _MISMATCH_FIX))
 
   def restore(self, step: int, target: Any,
               data: Optional[grain.DatasetIterator] = None) -> Any:
@@ -215,46 +321,95 @@ class Checkpointer:
       data: this process's input iterator, built as when it was saved; None
         restores the state alone (evaluation).
     Raises:
-      CheckpointError naming the step and file when the step is corrupt.
+      CheckpointCorrupt naming the step and file when the step is damaged;
+      CheckpointMismatch when it is intact but does not fit `target`.
     """
     self.verify(step)
+    self.check_fits(step, target)
     items = dict(state=ocp.args.StandardRestore(target))
     if data is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data)
     try:
       restored = self._manager.restore(step,
                                        args=ocp.args.Composite(**items))
-    except Exception as e:
-      # TensorStore's messages run to pages; the first line says what failed.
-      first = str(e).strip().splitlines()[0][:500] if str(e).strip() else ''
-      raise CheckpointError(step, self._step_dir(step), (
-          f'could not be restored: {type(e).__name__}: {first}. ' + _FIX
-      )) from e
+    except Exception as e:  # The structure fits: the bytes are bad.
+      raise CheckpointCorrupt(step, self._step_dir(step), (
+          f'could not be restored: {type(e).__name__}: {_first_line(e)}. ' +
+          _FIX)) from e
     return restored.state
 
   def restore_latest(self, target: Any, data: Optional[grain.DatasetIterator]
                      = None) -> Tuple[Optional[int], Any]:
     """Restores the newest step (see `restore`); (None, None) if there is none.
 
-    With `fallback_on_corrupt`, a corrupt step is renamed to
-    `corrupt-<step>-<time>` (kept for inspection, out of the way of new
-    saves) with a warning, and the previous step is tried.
+    With `fallback_on_corrupt`, corrupt steps are skipped until one
+    restores; they are then renamed to `corrupt-<step>-<time>` (kept for
+    inspection, out of the way of new saves) with a warning. A mismatching
+    step is never skipped, and when every step is corrupt nothing is renamed
+    and the error is raised: starting over from step 0 is for the user to
+    decide.
     """
+    corrupt = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        return step, self.restore(step, target, data)
-      except CheckpointError as e:
+        restored = self.restore(step, target, data)
+      except CheckpointCorrupt as e:
         if not self._fallback:
           raise
-        aside = os.path.join(self.directory,
-                             f'{CORRUPT_PREFIX}{step}-{int(time.time())}')
-        logging.warning('%s\nFalling back to the previous step; the corrupt '
-                        'step is moved to %s.', e, aside)
-        if jax.process_index() == 0:
-          os.rename(self._step_dir(step), aside)
-        multihost_utils.sync_global_devices(f'mmjax: set aside {step}')
-        self._manager.reload()
+        logging.warning('%s', e)
+        corrupt.append(e)
+        continue
+      for error in corrupt:
+        self._set_aside(error.step, f'resuming from step {step} instead')
+      return step, restored
+    if corrupt:
+      raise CheckpointCorrupt(corrupt[0].step, self.directory, (
+          f'every checkpoint step ({", ".join(str(e.step) for e in corrupt)})'
+          ' is corrupt, so there is nothing to resume from; each is left as '
+          'it is. Repair or restore the files, or train into a new '
+          '--workdir.'))
     return None, None
+
+  def _set_aside(self, step: int, why: str) -> None:
+    """Renames the corrupt `step` out of the way of new saves."""
+    aside = os.path.join(self.directory,
+                         f'{CORRUPT_PREFIX}{step}-{int(time.time())}')
+    logging.warning('Falling back to the previous step (%s); the corrupt '
+                    'step %d is moved to %s.', why, step, aside)
+    if jax.process_index() == 0:
+      os.rename(self._step_dir(step), aside)
+    multihost_utils.sync_global_devices(f'mmjax: set aside {step}')
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.close()
+
+
+def read_latest_state(workdir: str) -> Tuple[int, Any]:
+  """(step, state as saved) of the newest step of the run in `workdir`, on
+  one local device, for a warm start; the step's files are verified first.
+
+  Raises:
+    CheckpointError if the run has no checkpoint or the step is corrupt.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  steps = sorted(int(n) for n in (os.listdir(directory) if os.path.isdir(
+      directory) else []) if n.isdigit())
+  if not steps:
+    raise CheckpointError(0, directory, (
+        'no checkpoint to warm-start from; checkpoint.warm_start_from must '
+        'name the workdir of a run that saved at least one step.'))
+  step = steps[-1]
+  checkpointer = Checkpointer(directory, keep_last=1, keep_best=0,
+                              best_metric='', best_mode='max', read_only=True)
+  try:
+    checkpointer.verify(step)
+    path = os.path.join(directory, str(step), 'state')
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        _saved_state_metadata(os.path.join(directory, str(step))),
+        is_leaf=lambda x: hasattr(x, 'shape'))
+    return step, ocp.StandardCheckpointer().restore(path, target)
+  finally:
+    checkpointer.close()
