@@ -8,7 +8,6 @@ Prints a table and writes `bench_input.json` into --workdir. The pipeline
 should deliver comfortably more than the step consumes (the aim is 1.5x);
 otherwise the accelerator waits for the host.
 """
-import json
 import os
 import time
 
@@ -19,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mmjax import data
+from mmjax import fileio
 from mmjax.train.loop import Experiment
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
@@ -115,8 +115,8 @@ def main(argv):
   print(f'training step consumes: {consumed:,.0f} examples/s')
   print(f'ratio: {pipeline / consumed:.2f}x')
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, 'bench_input.json'), 'w') as f:
-    json.dump(result, f, indent=2)
+  fileio.atomic_write_json(os.path.join(_WORKDIR.value, 'bench_input.json'),
+                           result)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mmjax import bench
+from mmjax import fileio
 from mmjax.train.writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -54,8 +55,7 @@ def main(argv):
       with open(_OUT.value) as f:
         results = json.load(f) + results
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, 'w') as f:
-      json.dump(results, f, indent=2)
+    fileio.atomic_write_json(_OUT.value, results)
   print(f'{result["device"]}; ' + ', '.join(
       f'{k}={result[k]}' for k in ('peak_memory_source', 'jax_version')))
   print(bench.format_table(results))

@@ -23,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 import multihost_flags
+from mmjax import fileio
 from mmjax.tasks.base import split_predictions
 from mmjax.train import evaluation
 from mmjax.train.writers import quiet_library_logs
@@ -65,8 +66,7 @@ def main(argv):
     output = _OUTPUT.value or os.path.join(_WORKDIR.value, 'eval',
                                            f'step_{step}.json')
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, 'w') as f:
-      json.dump(results, f, indent=2)
+    fileio.atomic_write_json(output, results)
     # Predictions (sequence tasks) go to the file only.
     print(json.dumps({**results, 'evaluations': [
         {k: v for k, v in e.items() if k != 'predictions'}

@@ -79,6 +79,24 @@ def atomic_write_json(path: str, obj: Any, indent: int | None = 2) -> None:
   atomic_write(path, json.dumps(obj, indent=indent) + '\n')
 
 
+def read_json_or_none(path: str) -> Any:
+  """The JSON in `path`, or None when the file is missing or does not parse.
+
+  For files that say whether something is done (a run's summary, a cached
+  measurement): one written before writes were atomic, or by another tool,
+  can be torn by a crash, and must count as "not done" (with a warning)
+  rather than stop whatever reads it.
+  """
+  try:
+    with open(path, 'rb') as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError.
+    logging.warning('%s is unreadable (%s); treating it as absent.', path, e)
+    return None
+
+
 def _is_complete_line(line: bytes) -> bool:
   """Whether one JSONL line (with its terminator, if any) was fully written:
   it ends with a newline and is blank or parses as JSON."""

@@ -25,7 +25,6 @@ seeds) in results.csv.
 """
 import collections
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -37,6 +36,7 @@ from scipy import stats
 
 from mmjax import bench
 from mmjax import data
+from mmjax import fileio
 from mmjax import models  # noqa: F401  (registers the fusion methods)
 from mmjax import sweep
 from mmjax import tasks  # noqa: F401  (registers the tasks)
@@ -126,26 +126,26 @@ def task_metric(config: ml_collections.ConfigDict) -> str:
 def measure(config: ml_collections.ConfigDict, path: str, *, steps: int,
             warmup: int) -> Dict[str, Any]:
   """`mmjax.bench.benchmark` of `config`, read from `path` if it was measured
-  before, else measured in this process and written there."""
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  before (and the file is readable), else measured in this process and
+  written there."""
+  result = fileio.read_json_or_none(path)
+  if result is not None:
+    return result
   result = bench.benchmark(config, steps=steps, warmup=warmup,
                            peak_sizes=_PEAK_SIZES)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=2)
+  fileio.atomic_write_json(path, result)
   return result
 
 
 def _robustness(runs: Sequence[sweep.Run], outdir: str) -> List[Dict]:
-  """The robustness.json of every run that has one."""
+  """The robustness.json of every run that has a readable one."""
   out = []
   for run in runs:
-    path = os.path.join(run.workdir(outdir), ROBUSTNESS_FILE)
-    if os.path.exists(path):
-      with open(path) as f:
-        out.append(json.load(f))
+    results = fileio.read_json_or_none(
+        os.path.join(run.workdir(outdir), ROBUSTNESS_FILE))
+    if results is not None:
+      out.append(results)
   return out
 
 
@@ -343,8 +343,7 @@ def run_benchmark(config: str, variants: Sequence[Variant],
   os.makedirs(outdir, exist_ok=True)  # Nothing may have run yet.
   sweep.write_csv(rows, keys, os.path.join(outdir, 'results.csv'))
   table = markdown(rows, metric)
-  with open(os.path.join(outdir, 'results.md'), 'w') as f:
-    f.write(table + '\n')
+  fileio.atomic_write(os.path.join(outdir, 'results.md'), table + '\n')
   plot_metric_vs(rows, metric, 'flops_per_example',
                  'training FLOPs per example (XLA cost analysis)',
                  os.path.join(outdir, 'metric_vs_flops.png'))

@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import hashlib
 import importlib.util
+import io
 import itertools
 import json
 import os
@@ -42,6 +43,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from mmjax import fileio
 from mmjax.errors import ConfigError
 from mmjax.train import loop
 from mmjax.train import preemption
@@ -162,12 +164,11 @@ class Run:
         for key, value in self.overrides.items()]
 
   def summary(self, outdir: str) -> Optional[Dict[str, Any]]:
-    """The run's summary.json, or None while it is not finished."""
-    path = os.path.join(self.workdir(outdir), SUMMARY_FILE)
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      return json.load(f)
+    """The run's summary.json, or None while it is not finished (also when
+    the file cannot be read: the run is then trained again, which rewrites
+    it)."""
+    return fileio.read_json_or_none(
+        os.path.join(self.workdir(outdir), SUMMARY_FILE))
 
 
 def run_name(settings: Mapping[str, Any]) -> str:
@@ -302,11 +303,11 @@ def _check_workdirs(runs: Sequence[Run], outdir: str) -> None:
   would mix two experiments under one name. Fields only one side has (the
   code gained or lost a field since) do not count."""
   for run in runs:
-    path = os.path.join(run.workdir(outdir), 'config.json')
-    if not os.path.exists(path):
+    stored = fileio.read_json_or_none(
+        os.path.join(run.workdir(outdir), 'config.json'))
+    if stored is None:  # Not started, or torn: training rewrites it.
       continue
-    with open(path) as f:
-      stored = _flatten(json.load(f))
+    stored = _flatten(stored)
     wanted = _flatten(json.loads(run.load_config().to_json_best_effort()))
     differ = [k for k in stored if k in wanted and stored[k] != wanted[k]]
     if differ:
@@ -323,7 +324,8 @@ def failed(statuses: Mapping[str, str]) -> List[str]:
 
 
 def pending(runs: Sequence[Run], outdir: str) -> List[Run]:
-  """The runs that are not finished (no summary.json in their workdir)."""
+  """The runs that are not finished (no readable summary.json in their
+  workdir)."""
   return [r for r in runs if r.summary(outdir) is None]
 
 
@@ -478,8 +480,7 @@ def launch(runs: Sequence[Run], outdir: str, *, train_script: str,
     if print_commands:
       print('\n'.join(lines))
     if job_array:
-      with open(job_array, 'w') as f:
-        f.writelines(line + '\n' for line in lines)
+      fileio.atomic_write(job_array, ''.join(line + '\n' for line in lines))
       print(f'{job_array}: {len(lines)} commands; e.g. sbatch '
             f'--array=1-{len(lines)} --wrap \'eval "$(sed -n '
             f'${{SLURM_ARRAY_TASK_ID}}p {job_array})"\'')
@@ -523,10 +524,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]],
 def write_csv(rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
               path: str) -> None:
   """`rows` as CSV with columns `keys` (a missing value is an empty cell)."""
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(keys), extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(rows)
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fieldnames=list(keys), extrasaction='ignore')
+  writer.writeheader()
+  writer.writerows(rows)
+  fileio.atomic_write(path, text.getvalue())
 
 
 def summary_rows(runs: Sequence[Run], outdir: str,
@@ -560,6 +562,5 @@ def write_summary(runs: Sequence[Run], outdir: str,
           'steps_per_second', 'wall_time_seconds']
   write_csv(rows, keys, os.path.join(outdir, f'{stem}.csv'))
   table = markdown_table(rows, [(k, k, format_number) for k in keys])
-  with open(os.path.join(outdir, f'{stem}.md'), 'w') as f:
-    f.write(table + '\n')
+  fileio.atomic_write(os.path.join(outdir, f'{stem}.md'), table + '\n')
   return table

@@ -1,13 +1,13 @@
 """Writes the protocol's results: robustness.json, robustness.md (tables) and
 robustness_<modality>.png (the metric vs the noise level, one line per noise
 type; the baseline's curves dashed when there is one)."""
-import json
 import os
 from typing import List, Mapping, Optional
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mmjax import fileio
 from mmjax.robustness.protocol import RESULTS_FILE
 
 TABLE_FILE = 'robustness.md'
@@ -83,10 +83,8 @@ def write(results: Mapping, output_dir: str,
   os.makedirs(output_dir, exist_ok=True)
   paths = [os.path.join(output_dir, name) for name in (RESULTS_FILE,
                                                        TABLE_FILE)]
-  with open(paths[0], 'w') as f:
-    json.dump(results, f, indent=2)
-  with open(paths[1], 'w') as f:
-    f.write(markdown(results))
+  fileio.atomic_write_json(paths[0], results)
+  fileio.atomic_write(paths[1], markdown(results))
   for modality in results['noise']:
     paths.append(os.path.join(output_dir, f'robustness_{modality}.png'))
     plot(results, modality, baseline).savefig(paths[-1], dpi=100)

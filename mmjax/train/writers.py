@@ -4,7 +4,9 @@ Only process 0 writes (other processes get a writer that does nothing), so
 multi-host runs produce one set of logs. Events are written and flushed in
 the caller's thread: tensorboardX's own writer queues them for a background
 thread, and when that thread dies (a full disk) the queue fills and the
-training loop blocks forever instead of failing.
+training loop blocks forever instead of failing. A run killed mid-append
+leaves a torn last line in the JSONL file; the next writer cuts it off before
+appending and readers skip it (see `mmjax.fileio`).
 """
 import json
 import logging as std_logging
@@ -18,6 +20,8 @@ from absl import logging
 from tensorboardX import summary as tb_summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2
+
+from mmjax import fileio
 
 METRICS_FILE = 'metrics.jsonl'
 PREDICTIONS_DIR = 'predictions'
@@ -36,7 +40,9 @@ class MetricWriter:
       logdir = os.path.join(workdir, 'tensorboard')
       os.makedirs(logdir, exist_ok=True)
       self._tb = EventsWriter(os.path.join(logdir, 'events'))
-      self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a')
+      metrics_path = os.path.join(workdir, METRICS_FILE)
+      fileio.repair_jsonl(metrics_path)  # Never append after a torn line.
+      self._jsonl = open(metrics_path, 'a')
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self._active:
@@ -61,8 +67,7 @@ class MetricWriter:
     path = os.path.join(self._workdir, PREDICTIONS_DIR,
                         f'{split}_step_{step}.jsonl')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in records)
+    fileio.atomic_write(path, ''.join(json.dumps(r) + '\n' for r in records))
     keys = list(records[0])
     table = ['| ' + ' | '.join(keys) + ' |', '|' + ' --- |' * len(keys)]
     table += ['| ' + ' | '.join(str(r.get(k, '')) for k in keys) + ' |'
@@ -79,9 +84,9 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str):
-  """The records of a run's JSONL metrics file, in order."""
-  with open(os.path.join(workdir, METRICS_FILE)) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of a run's JSONL metrics file, in order (a torn last line,
+  from a run killed mid-append, is skipped with a warning)."""
+  return fileio.read_jsonl(os.path.join(workdir, METRICS_FILE))
 
 
 def quiet_library_logs() -> None:
