@@ -1,4 +1,4 @@
-"""Crash-safe writes of state and result files, and JSONL that survives a torn append.
+"""Crash-safe state and result files, and JSONL that survives a torn append.
 
 A process can die in the middle of a write (preemption, OOM kill, a full disk).
 A file written in place is then left half-written, and the next reader (a
@@ -30,7 +30,7 @@ os.umask(_UMASK)
 
 
 def _fsync_dir(directory: str) -> None:
-  """Makes a rename in `directory` durable (the entry lives in the directory)."""
+  """Makes a rename in `directory` durable (the entry is in the directory)."""
   fd = os.open(directory, os.O_RDONLY)
   try:
     os.fsync(fd)

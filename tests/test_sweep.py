@@ -126,6 +126,19 @@ def test_commands_job_array_and_report_only_run_nothing(tmp_path, capsys):
   assert sorted(os.listdir(outdir)) == ['ablation.csv', 'ablation.md']
 
 
+def test_torn_summary_counts_as_pending_with_a_warning(tmp_path, caplog):
+  outdir = str(tmp_path)
+  finished, torn = sweep.make_runs(CONFIG, sweep.grid({'seed': [0, 1]}))
+  for run, text in ((finished, '{"final_step": 2, "eval": {}}'),
+                    (torn, '{"final_step": 2, "ev')):  # Killed mid-write.
+    os.makedirs(run.workdir(outdir))
+    with open(os.path.join(run.workdir(outdir), sweep.SUMMARY_FILE), 'w') as f:
+      f.write(text)
+  with caplog.at_level('WARNING', logger='absl'):
+    assert sweep.pending([finished, torn], outdir) == [torn]
+  assert 'summary.json is unreadable' in caplog.text
+
+
 def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
   outdir = str(tmp_path / 'bench')
   variants = fusion_benchmark.parse_variants('concat,late')

@@ -15,6 +15,7 @@ from cpu_devices import subprocess_env
 from mmjax.errors import ConfigError
 from mmjax.models import layers
 from mmjax.train.loop import Experiment
+from trees import assert_trees_close
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')
 # Transformer towers and transformer-block fusion: every kind of block.
@@ -68,13 +69,6 @@ def _loss_and_grads(params, **options):
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
-def _assert_trees_close(a, b, **tolerance):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x, np.float32),
-                               np.asarray(y, np.float32), **tolerance)
-
-
 def test_bfloat16_computes_in_bf16_with_float32_params_and_opt_state(
     make_config):
   experiment = Experiment(make_config(TRANSFORMERS, model__dtype='bfloat16'))
@@ -113,7 +107,7 @@ def test_remat_gives_same_loss_and_gradients(remat):
   loss, grads = _loss_and_grads(params)
   remat_loss, remat_grads = _loss_and_grads(params, remat=remat)
   np.testing.assert_allclose(float(remat_loss), float(loss), rtol=1e-6)
-  _assert_trees_close(remat_grads, grads, rtol=1e-5, atol=1e-7)
+  assert_trees_close(remat_grads, grads, rtol=1e-5, atol=1e-7)
 
 
 def test_scan_equals_unrolled_stack_with_restacked_params():
@@ -127,7 +121,7 @@ def test_scan_equals_unrolled_stack_with_restacked_params():
     loss, grads = _loss_and_grads(params, remat=remat)
     scan_loss, scan_grads = _loss_and_grads(restacked, scan=True, remat=remat)
     np.testing.assert_allclose(float(scan_loss), float(loss), rtol=1e-5)
-    _assert_trees_close(scan_grads, _restack(grads), rtol=1e-4, atol=1e-6)
+    assert_trees_close(scan_grads, _restack(grads), rtol=1e-4, atol=1e-6)
   outputs = _Blocks().apply({'params': params}, *_inputs(), train=False)
   scan_outputs = _Blocks(layers.BlockOptions(scan=True)).apply(
       {'params': restacked}, *_inputs(), train=False)
@@ -156,7 +150,7 @@ def test_dot_product_attention_gives_same_loss_and_gradients():
   loss, grads = _loss_and_grads(params)
   dot_loss, dot_grads = _loss_and_grads(params, attention='dot_product')
   np.testing.assert_allclose(float(dot_loss), float(loss), rtol=1e-5)
-  _assert_trees_close(dot_grads, grads, rtol=1e-4, atol=1e-6)
+  assert_trees_close(dot_grads, grads, rtol=1e-4, atol=1e-6)
 
 
 def test_config_options_reach_every_transformer_block(make_config):
@@ -231,9 +225,9 @@ def test_accumulated_gradients_equal_the_full_batch(make_config):
     np.testing.assert_allclose(float(acc_metrics[name]),
                                float(full_metrics[name]), rtol=1e-5,
                                err_msg=name)
-  _assert_trees_close(acc_state.params, full_state.params, rtol=1e-5,
+  assert_trees_close(acc_state.params, full_state.params, rtol=1e-5,
                       atol=1e-6)
-  _assert_trees_close(acc_state.opt_state, full_state.opt_state, rtol=1e-4,
+  assert_trees_close(acc_state.opt_state, full_state.opt_state, rtol=1e-4,
                       atol=1e-7)
 
 

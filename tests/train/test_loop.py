@@ -10,11 +10,7 @@ import pytest
 from mmjax.train import writers
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.loop import Experiment, train_and_evaluate
-
-
-def _assert_trees_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+from trees import assert_trees_equal
 
 
 def test_save_restore_gives_identical_state_and_next_loss(make_config,
@@ -36,7 +32,7 @@ def test_save_restore_gives_identical_state_and_next_loss(make_config,
   fresh_data = fresh.train_iterator()
   restored = fresh.make_checkpointer(str(tmp_path)).restore(
       1, fresh.runner.restore_target(), fresh_data)
-  _assert_trees_equal(saved, restored)
+  assert_trees_equal(saved, restored)
   next_batch = next(fresh_data)
   for key in batch:
     np.testing.assert_array_equal(batch[key], next_batch[key])
@@ -56,6 +52,12 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(make_config,
   for step in (4, 6):
     shutil.rmtree(os.path.join(interrupted, 'checkpoints', str(step)))
   os.remove(os.path.join(interrupted, 'summary.json'))
+  # Killed while appending a metrics record: the file ends in half a line.
+  metrics_path = os.path.join(interrupted, writers.METRICS_FILE)
+  with open(metrics_path, 'rb') as f:
+    metrics_bytes = f.read()
+  with open(metrics_path, 'wb') as f:
+    f.write(metrics_bytes[:-10])
 
   summary = train_and_evaluate(config, interrupted, progress=False)
   assert summary['final_step'] == 6
@@ -69,6 +71,13 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(make_config,
                        r for r in writers.read_metrics(full)
                        if r['split'] == 'train']):]
   assert resumed_steps == [4, 6]
+  # Every line parses: the torn record (step 6's eval) was cut off, and the
+  # resumed run's records (from step 3 on) follow the intact ones.
+  with open(metrics_path) as f:
+    records = [json.loads(line) for line in f]
+  assert [(r['step'], r['split'][0]) for r in records] == [
+      (2, 't'), (3, 'e'), (4, 't'), (6, 't'),
+      (3, 'e'), (4, 't'), (6, 't'), (6, 'e')]
 
   def final_params(workdir):
     experiment = Experiment(config)
@@ -76,7 +85,7 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(make_config,
         6, experiment.runner.restore_target(),
         experiment.train_iterator()).params
 
-  _assert_trees_equal(final_params(full), final_params(interrupted))
+  assert_trees_equal(final_params(full), final_params(interrupted))
   with open(os.path.join(full, 'summary.json')) as f:
     assert json.load(f)['eval'] == summary['eval']
 

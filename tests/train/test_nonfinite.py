@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 
 from cpu_devices import subprocess_env
 from mmjax.train.loop import Experiment
+from trees import assert_trees_equal
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')
 
@@ -22,9 +23,11 @@ def _host_copy(tree):
 
 
 def test_nonfinite_step_leaves_the_state_bitwise_unchanged(make_config):
-  # No warmup: the optimizer's own step count, which a skipped step leaves
-  # as it was, would give a zero learning rate at count 0.
-  experiment = Experiment(make_config(optimizer__warmup_steps=0))
+  # A ResNet image tower: its BatchNorm statistics are state the step must
+  # restore too. No warmup: the optimizer's own step count, which a skipped
+  # step leaves as it was, would give a zero learning rate at count 0.
+  experiment = Experiment(make_config('image=resnet',
+                                      optimizer__warmup_steps=0))
   runner = experiment.runner
   good = next(experiment.train_iterator())
   bad = {**good, 'image': good['image'].copy()}
@@ -36,16 +39,18 @@ def test_nonfinite_step_leaves_the_state_bitwise_unchanged(make_config):
   assert float(runner.fetch(metrics)['nonfinite']) == 1.0
   assert int(state.step) == 1  # The step counter (and the data) move on.
   after = _host_copy(state)
+  assert jax.tree.leaves(before.batch_stats)  # Else nothing is compared.
   for name in ('params', 'opt_state', 'batch_stats'):
-    for x, y in zip(jax.tree.leaves(getattr(before, name)),
-                    jax.tree.leaves(getattr(after, name))):
-      np.testing.assert_array_equal(x, y, err_msg=name)
+    assert_trees_equal(getattr(after, name), getattr(before, name))
 
+  # A finite step changes what the non-finite one had to keep.
   state, metrics = runner.train_step(state, good)
   assert float(runner.fetch(metrics)['nonfinite']) == 0.0
-  assert any(not np.array_equal(x, y) for x, y in zip(
-      jax.tree.leaves(before.params), jax.tree.leaves(
-          _host_copy(state.params))))
+  after = _host_copy(state)
+  for name in ('params', 'batch_stats'):
+    assert any(not np.array_equal(x, y) for x, y in zip(
+        jax.tree.leaves(getattr(before, name)),
+        jax.tree.leaves(getattr(after, name)))), name
 
 
 def test_diverged_run_stops_naming_the_step_and_saves_only_finite_states(
