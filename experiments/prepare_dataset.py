@@ -3,12 +3,15 @@ r"""Converts a JSONL or CSV manifest of your own data into a TFDS dataset.
   python experiments/prepare_dataset.py --manifest=data/pets.jsonl \
       --name=pets --data_dir=~/tensorflow_datasets [--sample_rate=16000] \
       [--label_names=cat,dog | --label_names=@labels.txt] [--skip_bad_rows] \
-      [--overwrite]
+      [--overwrite] [--media_root=data | --allow_outside_root] \
+      [--max_file_bytes=N] [--max_image_pixels=N] [--max_audio_seconds=S]
 
 writes DATA_DIR/NAME/1.0.0/ (array_record). The manifest format, the stored
 features and the checks are described in mmjax/data/manifest.py. Bad input
 stops the run with a message naming the manifest line and file; with
---skip_bad_rows bad rows are skipped and listed in skipped_rows.jsonl.
+--skip_bad_rows bad rows are skipped and listed in skipped_rows.jsonl. Media
+paths must resolve under the manifest's directory (or --media_root), and files
+above the size, pixel and duration limits are bad rows.
 """
 import sys
 
@@ -31,6 +34,20 @@ _SKIP_BAD_ROWS = flags.DEFINE_bool('skip_bad_rows', False, 'Skip and report '
                                    'bad rows instead of stopping.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing '
                                'dataset of this name.')
+_MEDIA_ROOT = flags.DEFINE_string(
+    'media_root', None, 'Directory every media path must resolve under '
+    "(default: the manifest's); relative paths still start at the manifest's.")
+_ALLOW_OUTSIDE_ROOT = flags.DEFINE_bool('allow_outside_root', False,
+                                        'Accept media paths anywhere.')
+_MAX_FILE_BYTES = flags.DEFINE_integer('max_file_bytes',
+                                       manifest.DEFAULT_MAX_FILE_BYTES,
+                                       'Largest media file (bytes).')
+_MAX_IMAGE_PIXELS = flags.DEFINE_integer('max_image_pixels',
+                                         manifest.DEFAULT_MAX_IMAGE_PIXELS,
+                                         'Most pixels of an image.')
+_MAX_AUDIO_SECONDS = flags.DEFINE_float('max_audio_seconds',
+                                        manifest.DEFAULT_MAX_AUDIO_SECONDS,
+                                        'Longest audio clip (seconds).')
 flags.mark_flags_as_required(['manifest', 'name', 'data_dir'])
 # Skipped rows printed; all are in skipped_rows.jsonl.
 _SHOW_SKIPPED = 20
@@ -46,7 +63,12 @@ def main(argv):
     report = manifest.prepare_manifest(
         _MANIFEST.value, _NAME.value, _DATA_DIR.value,
         sample_rate=_SAMPLE_RATE.value, label_names=label_names,
-        skip_bad_rows=_SKIP_BAD_ROWS.value, overwrite=_OVERWRITE.value)
+        skip_bad_rows=_SKIP_BAD_ROWS.value, overwrite=_OVERWRITE.value,
+        max_file_bytes=_MAX_FILE_BYTES.value,
+        max_image_pixels=_MAX_IMAGE_PIXELS.value,
+        max_audio_seconds=_MAX_AUDIO_SECONDS.value,
+        media_root=_MEDIA_ROOT.value,
+        allow_outside_root=_ALLOW_OUTSIDE_ROOT.value)
   except manifest.ManifestError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -19,7 +19,11 @@ Manifest
   - `label` (one class name) or `labels` (several: a JSON list in JSONL,
     ';'-separated in CSV), or neither.
 
-  Paths are relative to the manifest's directory (absolute paths work too).
+  Paths are relative to the manifest's directory (absolute paths and `~` work
+  too). Every path must resolve, symlinks followed, under the media root: the
+  manifest's directory, or `media_root` (`--media_root`) when given, which
+  moves the root but not the start of relative paths. Other paths are bad
+  rows, unless `allow_outside_root` (`--allow_outside_root`) is set.
   The dataset's features are the modality columns the manifest has; a row
   leaves a modality out with an empty CSV cell, or a missing / null JSON key.
   A text that is present but empty or whitespace-only is an error (in JSONL
@@ -41,15 +45,41 @@ Missing modalities
   0, text '') and `<modality>_present = False`; every modality feature has a
   boolean `<modality>_present` companion.
 
+Limits
+  Each file is checked against bounds before it is decoded, so a hostile or
+  broken file costs neither much time nor much memory: at most
+  `max_file_bytes` per file (os.stat, before reading), `max_image_pixels` per
+  image (from the header, before decoding) and `max_audio_seconds` per clip
+  (from the header, before decoding). Defaults: DEFAULT_MAX_FILE_BYTES,
+  DEFAULT_MAX_IMAGE_PIXELS and DEFAULT_MAX_AUDIO_SECONDS; flags of the same
+  names in experiments/prepare_dataset.py.
+
 Bad input
   Every problem raises a `ManifestError` that names the manifest line and the
   offending file and says how to fix it; nothing is written then. With
   `skip_bad_rows=True`, bad rows are skipped instead and reported (the returned
   `Report`, the log, and `skipped_rows.jsonl` in the dataset directory). Row
-  problems, by `kind`: bad_json, bad_row (malformed cells), no_split,
-  bad_split, no_modality, missing_file, bad_image, bad_audio, empty_text,
-  no_label, bad_label, unknown_label. Problems with the manifest as a whole
-  (missing file, unknown columns, no rows, ...) always raise.
+  problems, by `kind`:
+  - bad_json, bad_row (malformed cells), no_split, bad_split, no_modality,
+    empty_text, no_label, bad_label, unknown_label: the row's cells.
+  - path_outside_root: a path that resolves outside the media root; reported
+    without looking at the target, so the row does not tell whether it exists.
+  - missing_file: no file at a path inside the root.
+  - file_too_large: a file of more than `max_file_bytes`.
+  - trailing_bytes: a PNG or JPEG file with bytes after the image's end
+    (IEND chunk / EOI marker); checked before `file_too_large`, so a small
+    image followed by gigabytes is reported as what it is.
+  - image_too_large: an image whose header declares more than
+    `max_image_pixels` pixels.
+  - decompression_bomb: Pillow's decompression-bomb check fired while
+    decoding: a part of the file (e.g. the picture inside an icon) holds more
+    than `max_image_pixels` pixels although the header declares fewer.
+  - audio_too_long: a clip of more than `max_audio_seconds`, as its header
+    declares (a WAV header's data size counts even when the file is shorter).
+  - bad_image, bad_audio: a file that does not decode in full.
+  Only a row's own problems become bad rows: MemoryError, KeyboardInterrupt
+  and bugs propagate. Problems with the manifest as a whole (missing file,
+  unknown columns, no rows, ...) always raise.
 
 The dataset's description and metadata (`builder.info.metadata`) record the
 source manifest, the sample rate and the number of skipped rows. Examples keep
@@ -57,11 +87,13 @@ manifest order within a split (the pipeline shuffles).
 """
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
+import mmap
 import os
 import re
 import shutil
@@ -78,6 +110,8 @@ import scipy.signal
 import soundfile
 import tensorflow_datasets as tfds
 
+from mmjax import fileio
+
 MODALITIES = ('image', 'audio', 'text')
 COLUMNS = ('split',) + MODALITIES + ('label', 'labels')
 DATASET_VERSION = '1.0.0'
@@ -91,6 +125,23 @@ _NAME_RE = re.compile(r'^[a-z][a-z0-9_]*$')
 _NUM_WORKERS = min(8, os.cpu_count() or 1)
 # At most this many other bad rows are listed in an error or a log line.
 _LIST_AT_MOST = 10
+# Default limits (module docstring, Limits): far above what a model input
+# needs, far below what exhausts a worker's memory.
+DEFAULT_MAX_FILE_BYTES = 64 * 2**20
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_MAX_AUDIO_SECONDS = 60.0
+# Audio is validated in blocks of this many frames, so that checking a clip
+# takes memory of one block, not of the clip.
+_AUDIO_BLOCK_FRAMES = 65536
+# The exceptions Pillow raises for a broken file (Pillow's own fuzz tests
+# accept these), and the ones libsndfile / scipy raise for a broken audio file
+# (soundfile.LibsndfileError is a RuntimeError). Anything else is not the
+# row's fault and propagates.
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error,
+                 NotImplementedError, OverflowError)
+_AUDIO_ERRORS = (OSError, ValueError, RuntimeError, EOFError, struct.error)
+_PIL_BOMBS = (Image.DecompressionBombWarning, Image.DecompressionBombError)
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 Label = Union[None, str, Tuple[str, ...]]
 
@@ -138,6 +189,22 @@ class Report:
   features: List[str]
   label_names: Optional[List[str]]
   skipped: List[SkippedRow]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+  """The bounds each row's files are checked against (module docstring).
+
+  Attributes:
+    max_file_bytes: the largest file size, in bytes.
+    max_image_pixels: the most pixels (width x height) of an image.
+    max_audio_seconds: the longest audio clip, in seconds.
+    root: the real path every file must resolve under; None allows any path.
+  """
+  max_file_bytes: int
+  max_image_pixels: int
+  max_audio_seconds: float
+  root: Optional[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,8 +404,11 @@ def _read_manifest(path: str) -> Tuple[List[str], list]:
 
 
 def _parse_row(manifest: str, line: int, cells: dict, is_csv: bool,
-               label_column: Optional[str]) -> _Row:
-  """Checks a row's cells (no decoding) -> _Row; raises ManifestError."""
+               label_column: Optional[str], root: Optional[str]) -> _Row:
+  """Checks a row's cells (no decoding) -> _Row; raises ManifestError.
+
+  `root`: the real path the row's files must resolve under; None: anywhere.
+  """
 
   def error(kind, message, path=None):
     return _row_error(manifest, line, kind, message, path)
@@ -363,6 +433,19 @@ def _parse_row(manifest: str, line: int, cells: dict, is_csv: bool,
     if value:
       path = os.path.join(os.path.dirname(manifest),
                           os.path.expanduser(value))
+      # realpath follows every symlink, so a link that escapes the root is
+      # caught too. Nothing about the target is looked at before this check
+      # (realpath's result does not depend on whether it exists), so a row
+      # outside the root does not tell whether the file is there.
+      if root is not None and os.path.commonpath(
+          [root, os.path.realpath(path)]) != root:
+        raise error('path_outside_root', f'{modality} path {value!r} '
+                    'resolves (symlinks followed) outside the media root '
+                    f'{root}; move the file under it, give the directory '
+                    'that holds the media (media_root, --media_root), or '
+                    'allow any path (allow_outside_root=True, '
+                    '--allow_outside_root).',
+                    os.path.normpath(path))
       if not os.path.isfile(path):
         raise error('missing_file', f'{modality} file not found: {path} '
                     "(relative paths start at the manifest's directory). Fix "
@@ -434,106 +517,337 @@ def _check_labels(manifest: str, row: _Row, label_names: Sequence[str],
                    f'unknown label {unknown[0]!r} (split {row.split!r}): {why}')
 
 
-def _check_media(manifest: str, row: _Row) -> None:
-  """Fully decodes the row's image and audio; raises ManifestError."""
+def _check_media(manifest: str, row: _Row, limits: _Limits) -> None:
+  """Checks the row's files against `limits`, then decodes them in full.
+
+  Expects `_decoder_settings(limits.max_image_pixels)` to be in effect.
+
+  Raises:
+    ManifestError: a bad file (module docstring, Bad input).
+  """
   if row.image:
     try:
-      with Image.open(row.image) as image:
-        image.load()  # Decodes every pixel, so a truncated file fails.
-    except Exception as e:  # Pillow's decoders raise many exception types.
+      problem = _image_problem(row.image, limits)
+    except _IMAGE_ERRORS as e:
       raise _row_error(manifest, row.line, 'bad_image',
                        f'cannot decode image {row.image} '
                        f'({type(e).__name__}: {e}); replace it with a valid '
                        'PNG or JPEG file or remove the row.', row.image) from e
+    if problem:
+      raise _row_error(manifest, row.line, *problem, row.image)
   if row.audio:
-    _decode_audio(manifest, row)
+    try:
+      problem = _audio_problem(row.audio, limits)
+    except _AUDIO_ERRORS as e:
+      raise _bad_audio(manifest, row, e) from e
+    if problem:
+      raise _row_error(manifest, row.line, *problem, row.audio)
+
+
+@contextlib.contextmanager
+def _decoder_settings(max_image_pixels: int) -> Iterator[None]:
+  """Pillow's pixel limit at `max_image_pixels`; decoder warnings as errors.
+
+  Both settings are process-wide (Pillow has no per-call limit; warning
+  filters are global), so they are made once around all the decoding, in the
+  calling thread, and undone after it. Made per file in the worker threads,
+  concurrent `warnings.catch_warnings` blocks would scramble the filters.
+  """
+  previous = Image.MAX_IMAGE_PIXELS
+  with warnings.catch_warnings():
+    # Pillow only warns between its limit and twice the limit.
+    warnings.simplefilter('error', Image.DecompressionBombWarning)
+    # scipy reads a WAV that ends early with a warning: a cut-off waveform.
+    warnings.filterwarnings('error', message='Reached EOF prematurely',
+                            category=scipy.io.wavfile.WavFileWarning)
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+    try:
+      yield
+    finally:
+      Image.MAX_IMAGE_PIXELS = previous
+
+
+def _too_large(path: str, size: int, limits: _Limits) -> Tuple[str, str]:
+  """The (kind, message) of a file of `size` bytes above the limit."""
+  return 'file_too_large', (
+      f'{path} is {size:,} bytes ({size / 2**20:.1f} MiB), more than the '
+      f'limit of {limits.max_file_bytes:,}; make the file smaller, raise the '
+      'limit (max_file_bytes, --max_file_bytes) or remove the row.')
+
+
+# -- Images --------------------------------------------------------------------
+
+
+def _image_problem(path: str, limits: _Limits) -> Optional[Tuple[str, str]]:
+  """Checks an image, cheapest first, and decodes it in full.
+
+  Returns:
+    None for a good image, else (kind, message) of its problem.
+
+  Raises:
+    One of _IMAGE_ERRORS: the file cannot be read or decoded in full.
+  """
+  size = os.stat(path).st_size
+  end = _image_end(path, min(size, limits.max_file_bytes))
+  if end is not None and end < size:
+    return 'trailing_bytes', (
+        f'image {path} has {size - end:,} bytes after the end of its image '
+        f'data (which ends at byte {end:,} of {size:,}); cut them off (e.g. '
+        f'truncate -s {end} FILE), re-save the image or remove the row.')
+  if size > limits.max_file_bytes:
+    return _too_large(path, size, limits)
+  too_many_pixels = ('raise the limit (max_image_pixels, --max_image_pixels) '
+                     'or remove the row.')
+  try:
+    image = Image.open(path)
+  except _PIL_BOMBS as e:
+    # Pillow checks the size in the header against its limit, which
+    # _decoder_settings sets to ours, when it opens the file.
+    return 'image_too_large', (
+        f'image {path} has {_pixels(e)} pixels, more than the limit of '
+        f'{limits.max_image_pixels:,}; downscale it, {too_many_pixels}')
+  with image:
+    try:
+      image.load()  # Decodes every pixel, so a truncated file fails.
+    except _PIL_BOMBS as e:
+      width, height = image.size
+      return 'decompression_bomb', (
+          f'image {path} declares {width}x{height} pixels but holds a picture '
+          f'of {_pixels(e)} pixels, more than the limit of '
+          f'{limits.max_image_pixels:,}; replace it with a PNG or JPEG of '
+          f'the picture, {too_many_pixels}')
+  return None
+
+
+def _pixels(bomb: Exception) -> str:
+  """The pixel count Pillow's decompression-bomb message names, as text."""
+  # Pillow gives no attribute; its message has said "Image size (N pixels)"
+  # for years. The limit it names may be twice ours, so it is left out.
+  match = re.search(r'\((\d+) pixels\)', str(bomb))
+  return f'{int(match[1]):,}' if match else 'too many'
+
+
+def _image_end(path: str, limit: int) -> Optional[int]:
+  """Where a PNG's or JPEG's image data ends, found in its first bytes.
+
+  Args:
+    path: an image file.
+    limit: look at no more than this many bytes (at most the file's size).
+
+  Returns:
+    The offset just past a PNG's IEND chunk or a JPEG's EOI marker; None for
+    other formats, for a multi-picture JPEG (its other pictures follow the
+    first one's EOI), or when the end is not within `limit` bytes (the size
+    check or the decoder then reports the file).
+  """
+  with open(path, 'rb') as f:
+    signature = f.read(len(_PNG_SIGNATURE))
+    if signature == _PNG_SIGNATURE:
+      return _png_end(f, limit)
+    if signature.startswith(b'\xff\xd8'):  # SOI.
+      # Mapped, not read: only the pages the walk touches are loaded.
+      with mmap.mmap(f.fileno(), limit, access=mmap.ACCESS_READ) as data:
+        return _jpeg_end(data)
+  return None
+
+
+def _png_end(f, limit: int) -> Optional[int]:
+  """The offset just past the IEND chunk of the PNG file `f`, or None."""
+  position = len(_PNG_SIGNATURE)
+  while position + 12 <= limit:  # A chunk: length, type, data, CRC.
+    f.seek(position)
+    length, chunk = struct.unpack('>I4s', f.read(8))
+    position += 12 + length
+    if chunk == b'IEND':
+      return position
+  return None
+
+
+def _jpeg_end(data: mmap.mmap) -> Optional[int]:
+  """The offset just past the EOI marker of the JPEG bytes `data`, or None.
+
+  Walks the marker segments from SOI; after a start of scan (SOS) it skips
+  the entropy-coded data, where 0xFF is followed by 0x00 (a stuffed byte) or
+  a restart marker. A layout the walk does not know gives None.
+  """
+  position, size = 2, len(data)
+  while position + 2 <= size:
+    if data[position] != 0xFF:
+      return None
+    marker = data[position + 1]
+    if marker == 0xFF:  # A fill byte before a marker.
+      position += 1
+      continue
+    position += 2
+    if marker == 0xD9:  # EOI.
+      return position
+    if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # RSTn, SOI, TEM: no length.
+      continue
+    if marker == 0xE2 and data[position + 2:position + 6] == b'MPF\x00':
+      return None  # Multi-picture format: more pictures follow the EOI.
+    position += int.from_bytes(data[position:position + 2], 'big')
+    if marker == 0xDA:  # SOS: entropy-coded data up to the next marker.
+      while True:
+        position = data.find(b'\xff', position)
+        if position < 0 or position + 1 >= size:
+          return None
+        following = data[position + 1]
+        if following != 0x00 and not 0xD0 <= following <= 0xD7:
+          break
+        position += 2
+  return None
 
 
 # -- Audio ---------------------------------------------------------------------
 
 
-def _wav_truncation(path: str) -> Optional[str]:
-  """Why a RIFF WAV file is shorter than its header says, or None.
+def _audio_problem(path: str, limits: _Limits) -> Optional[Tuple[str, str]]:
+  """Checks an audio file, cheapest first, and decodes it in blocks.
 
-  libsndfile reads a truncated WAV without complaint (it trusts the file
-  length), so the 'data' chunk's declared size is checked here.
+  The samples are not kept: the dataset's writer decodes the file once more,
+  so the whole clip is held as float32 only once, in `_load_audio`.
+
+  Returns:
+    None for a good clip, else (kind, message) of its problem.
+
+  Raises:
+    One of _AUDIO_ERRORS: the file cannot be read or decoded in full.
+  """
+  size = os.stat(path).st_size
+  if size > limits.max_file_bytes:
+    return _too_large(path, size, limits)
+
+  def too_long(seconds, how):
+    return 'audio_too_long', (
+        f'audio {path} {how} {seconds:,.1f} s, more than the limit of '
+        f'{limits.max_audio_seconds:g} s; cut it into shorter clips, raise '
+        'the limit (max_audio_seconds, --max_audio_seconds) or remove the '
+        'row.')
+
+  declared, truncation = _wav_header(path)
+  if declared is not None and declared > limits.max_audio_seconds:
+    return too_long(declared, 'declares in its WAV header that it lasts')
+  if truncation:
+    raise ValueError(truncation)
+  try:
+    with soundfile.SoundFile(path) as f:
+      if f.frames / f.samplerate > limits.max_audio_seconds:
+        return too_long(f.frames / f.samplerate, 'lasts')
+      block = np.empty((_AUDIO_BLOCK_FRAMES, f.channels), np.float32)
+      decoded = 0
+      while True:
+        read = len(f.read(out=block))
+        decoded += read
+        if read < len(block):
+          break
+      if decoded < f.frames:
+        raise ValueError(f'truncated: {decoded} of {f.frames} frames decode')
+      if not decoded:
+        raise ValueError('it holds no samples')
+      return None
+  except soundfile.LibsndfileError:
+    if not _is_riff(path):
+      raise
+  # A WAV variant only scipy reads, at once: the size limit bounds it.
+  audio, rate = _read_wav_with_scipy(path)
+  if len(audio) / rate > limits.max_audio_seconds:
+    return too_long(len(audio) / rate, 'lasts')
+  if not audio.size:
+    raise ValueError('it holds no samples')
+  return None
+
+
+def _is_riff(path: str) -> bool:
+  with open(path, 'rb') as f:
+    return f.read(4) in (b'RIFF', b'RIFX', b'RF64')
+
+
+def _wav_header(path: str) -> Tuple[Optional[float], Optional[str]]:
+  """What a RIFF WAV file's header declares, against what the file holds.
+
+  libsndfile trusts the file's length over the header, so it reads a
+  truncated WAV without complaint, and it never reports a duration the header
+  declares but the file lacks. Both are read from the 'data' chunk here.
+
+  Returns:
+    (The duration in seconds the 'data' chunk's size declares, None when
+    unknown: not a plain RIFF WAV, or a writer that streamed;
+    why the file is shorter than that size, or None.)
   """
   size = os.path.getsize(path)
   with open(path, 'rb') as f:
     header = f.read(12)
     if len(header) < 12 or header[8:12] != b'WAVE' or header[:4] not in (
         b'RIFF', b'RIFX'):
-      return None  # Not a plain RIFF WAV (e.g. RF64): the decoder checks it.
+      return None, None  # Not a plain RIFF WAV (e.g. RF64): decoders check.
     endian = '<' if header[:4] == b'RIFF' else '>'
+    bytes_per_second = 0
     position = 12
     while position + 8 <= size:
       f.seek(position)
       chunk, chunk_size = struct.unpack(endian + '4sI', f.read(8))
-      if chunk == b'data':
+      if chunk == b'fmt ':
+        # Format tag, channels, frame rate, then the average byte rate
+        # (exact for PCM, the mean for compressed formats).
+        bytes_per_second = struct.unpack(endian + 'HHII', f.read(12))[3]
+      elif chunk == b'data':
         # Writers that stream (unknown length) put 0 or 0xFFFFFFFF here.
         if chunk_size in (0, 0xFFFFFFFF):
-          return None
+          return None, None
+        seconds = chunk_size / bytes_per_second if bytes_per_second else None
         available = size - position - 8
         if available < chunk_size:
-          return (f'truncated: its data chunk declares {chunk_size} bytes but '
-                  f'the file holds {available}')
-        return None
+          return seconds, (f'truncated: its data chunk declares {chunk_size} '
+                           f'bytes but the file holds {available}')
+        return seconds, None
       position += 8 + chunk_size + (chunk_size & 1)  # Chunks are word-aligned.
-  return None
+  return None, None
 
 
-def _read_audio(path: str) -> Tuple[np.ndarray, int]:
-  """Decodes an audio file -> (float32 [frames, channels] in [-1, 1], rate).
+def _read_wav_with_scipy(path: str) -> Tuple[np.ndarray, int]:
+  """A WAV libsndfile rejects -> (float32 [frames, channels] in [-1, 1], rate).
 
-  Raises:
-    ValueError, RuntimeError, OSError: the file cannot be decoded in full.
+  scipy reads some WAV variants libsndfile does not (e.g. 64-bit PCM).
+  Expects `_decoder_settings`, which makes scipy's "file ends early" warning
+  an error.
   """
-  problem = _wav_truncation(path)
-  if problem:
-    raise ValueError(problem)
-  try:
-    with soundfile.SoundFile(path) as f:
-      frames, rate = f.frames, f.samplerate
-      audio = f.read(dtype='float32', always_2d=True)
-    if len(audio) < frames:
-      raise ValueError(f'truncated: {len(audio)} of {frames} frames decode')
-    return audio, rate
-  except soundfile.LibsndfileError:
-    with open(path, 'rb') as f:
-      if f.read(4) not in (b'RIFF', b'RIFX', b'RF64'):
-        raise
-  # scipy reads some WAV variants libsndfile rejects; make its "file ends
-  # early" warning an error rather than keep a cut-off waveform.
-  with warnings.catch_warnings():
-    warnings.filterwarnings('error', message='Reached EOF prematurely',
-                            category=scipy.io.wavfile.WavFileWarning)
-    rate, audio = scipy.io.wavfile.read(path)
+  rate, audio = scipy.io.wavfile.read(path)
   audio = audio.reshape(len(audio), -1)
   if np.issubdtype(audio.dtype, np.unsignedinteger):  # 8-bit WAV: offset.
     half = (int(np.iinfo(audio.dtype).max) + 1) / 2
-    audio = (audio - half) / half
+    audio = audio.astype(np.float32)
+    audio -= half
+    audio /= half
   elif np.issubdtype(audio.dtype, np.integer):
-    audio = audio / (int(np.iinfo(audio.dtype).max) + 1)
-  return audio.astype(np.float32), rate
+    scale = int(np.iinfo(audio.dtype).max) + 1
+    audio = audio.astype(np.float32)
+    audio /= scale
+  return audio.astype(np.float32, copy=False), rate
 
 
-def _decode_audio(manifest: str, row: _Row) -> Tuple[np.ndarray, int]:
-  """The row's audio file decoded (see _read_audio); raises ManifestError."""
+def _read_audio(path: str) -> Tuple[np.ndarray, int]:
+  """Decodes a checked audio file -> (float32 [frames, channels], rate)."""
   try:
-    audio, rate = _read_audio(row.audio)
-    if not audio.size:
-      raise ValueError('it holds no samples')
-  except (ValueError, RuntimeError, OSError, EOFError, struct.error) as e:
-    raise _row_error(manifest, row.line, 'bad_audio',
-                     f'cannot decode audio {row.audio} ({e}); replace it with '
-                     'a valid WAV or FLAC file or remove the row.',
-                     row.audio) from e
-  return audio, rate
+    return soundfile.read(path, dtype='float32', always_2d=True)
+  except soundfile.LibsndfileError:
+    if not _is_riff(path):
+      raise
+  return _read_wav_with_scipy(path)
+
+
+def _bad_audio(manifest: str, row: _Row, error: Exception) -> ManifestError:
+  return _row_error(manifest, row.line, 'bad_audio',
+                    f'cannot decode audio {row.audio} ({error}); replace it '
+                    'with a valid WAV or FLAC file or remove the row.',
+                    row.audio)
 
 
 def _load_audio(manifest: str, row: _Row, sample_rate: int) -> np.ndarray:
   """The row's audio as int16 [samples] at `sample_rate`, mono."""
-  audio, rate = _decode_audio(manifest, row)
+  try:
+    audio, rate = _read_audio(row.audio)
+  except _AUDIO_ERRORS as e:
+    raise _bad_audio(manifest, row, e) from e
   mono = audio.mean(axis=1)
   if rate != sample_rate:
     g = math.gcd(rate, sample_rate)
@@ -666,9 +980,37 @@ def _check_arguments(name: str, sample_rate: int) -> None:
                         'of Hz, e.g. 16000.')
 
 
+def _make_limits(manifest: str, max_file_bytes: int, max_image_pixels: int,
+                 max_audio_seconds: float, media_root: Optional[str],
+                 allow_outside_root: bool) -> _Limits:
+  """Checks prepare_manifest's limit arguments -> _Limits."""
+  for flag, value in (('max_file_bytes', max_file_bytes),
+                      ('max_image_pixels', max_image_pixels)):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ManifestError(f'{flag} {value!r}: give a positive whole number '
+                          f'(--{flag}).')
+  if (isinstance(max_audio_seconds, bool) or
+      not isinstance(max_audio_seconds, (int, float)) or
+      not 0 < max_audio_seconds < math.inf):
+    raise ManifestError(f'max_audio_seconds {max_audio_seconds!r}: give a '
+                        'positive number of seconds (--max_audio_seconds).')
+  if allow_outside_root:
+    root = None
+  elif media_root:
+    root = os.path.realpath(os.path.expanduser(media_root))
+    if not os.path.isdir(root):
+      raise ManifestError(f'media root {media_root}: not a directory; give '
+                          'the directory that holds the media files '
+                          '(--media_root).', path=media_root)
+  else:
+    root = os.path.realpath(os.path.dirname(manifest))
+  return _Limits(max_file_bytes, max_image_pixels, float(max_audio_seconds),
+                 root)
+
+
 def _check_rows(manifest: str, columns: Sequence[str], rows: list,
-                label_names: Optional[Sequence[str]], problems: _Problems
-               ) -> Tuple[List[_Row], Optional[List[str]]]:
+                label_names: Optional[Sequence[str]], problems: _Problems,
+                limits: _Limits) -> Tuple[List[_Row], Optional[List[str]]]:
   """All checks, cheapest first -> (good rows, label names)."""
   is_csv = manifest.lower().endswith('.csv')
   label_column = next((c for c in ('label', 'labels') if c in columns), None)
@@ -681,7 +1023,8 @@ def _check_rows(manifest: str, columns: Sequence[str], rows: list,
     try:
       if isinstance(cells, ManifestError):
         raise cells
-      row = _parse_row(manifest, line, cells, is_csv, label_column)
+      row = _parse_row(manifest, line, cells, is_csv, label_column,
+                       limits.root)
       if label_names is not None and row.label is not None:
         _check_labels(manifest, row, label_names, given=True)
       good.append(row)
@@ -691,13 +1034,14 @@ def _check_rows(manifest: str, columns: Sequence[str], rows: list,
 
   def decodes(row):
     try:
-      _check_media(manifest, row)
+      _check_media(manifest, row, limits)
       return True
     except ManifestError as e:
       problems.add(e)
       return False
 
-  with concurrent.futures.ThreadPoolExecutor(_NUM_WORKERS) as pool:
+  with _decoder_settings(limits.max_image_pixels), \
+      concurrent.futures.ThreadPoolExecutor(_NUM_WORKERS) as pool:
     good = [row for row, ok in zip(good, pool.map(decodes, good)) if ok]
   problems.check()
 
@@ -733,7 +1077,12 @@ def prepare_manifest(manifest_path: str, name: str, data_dir: str, *,
                      sample_rate: int = 16000,
                      label_names: Optional[Sequence[str]] = None,
                      skip_bad_rows: bool = False,
-                     overwrite: bool = False) -> Report:
+                     overwrite: bool = False,
+                     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+                     media_root: Optional[str] = None,
+                     allow_outside_root: bool = False) -> Report:
   """Converts a manifest into the TFDS dataset DATA_DIR/NAME/1.0.0.
 
   Every row is checked (files decoded) before anything is written; the
@@ -750,6 +1099,13 @@ def prepare_manifest(manifest_path: str, name: str, data_dir: str, *,
       the sorted labels of the 'train' split.
     skip_bad_rows: skip and report bad rows instead of raising.
     overwrite: replace an existing DATA_DIR/NAME/1.0.0.
+    max_file_bytes: the largest image or audio file, in bytes.
+    max_image_pixels: the most pixels (width x height) of an image.
+    max_audio_seconds: the longest audio clip, in seconds.
+    media_root: the directory every image and audio path must resolve under
+      (symlinks followed); default: the manifest's directory. Relative paths
+      start at the manifest's directory either way.
+    allow_outside_root: accept paths anywhere (media_root is then unused).
 
   Returns:
     A Report of what was written.
@@ -760,6 +1116,8 @@ def prepare_manifest(manifest_path: str, name: str, data_dir: str, *,
   manifest = os.path.abspath(os.path.expanduser(manifest_path))
   data_dir = os.path.abspath(os.path.expanduser(data_dir))
   _check_arguments(name, sample_rate)
+  limits = _make_limits(manifest, max_file_bytes, max_image_pixels,
+                        max_audio_seconds, media_root, allow_outside_root)
   if label_names is not None:
     label_names = list(label_names)
     repeated = sorted({n for n in label_names if label_names.count(n) > 1})
@@ -775,7 +1133,7 @@ def prepare_manifest(manifest_path: str, name: str, data_dir: str, *,
   columns, raw_rows = _read_manifest(manifest)
   problems = _Problems(skip_bad_rows)
   rows, label_names = _check_rows(manifest, columns, raw_rows, label_names,
-                                  problems)
+                                  problems, limits)
   skipped = problems.skipped
   if not rows:
     raise ManifestError(f'{manifest}: all {len(skipped)} rows are bad '
@@ -801,13 +1159,13 @@ def prepare_manifest(manifest_path: str, name: str, data_dir: str, *,
         description=_description(manifest, num_examples, sample_rate,
                                  skipped),
         num_skipped_rows=len(skipped))
-    builder.download_and_prepare()
+    with _decoder_settings(limits.max_image_pixels):
+      builder.download_and_prepare()
     built = os.path.join(scratch, name, DATASET_VERSION)
     if skipped:
-      with open(os.path.join(built, SKIPPED_ROWS_FILE), 'w') as f:
-        for s in skipped:
-          f.write(json.dumps({'line': s.line, 'file': s.path, 'kind': s.kind,
-                              'reason': s.reason}) + '\n')
+      fileio.atomic_write(os.path.join(built, SKIPPED_ROWS_FILE), ''.join(
+          json.dumps({'line': s.line, 'file': s.path, 'kind': s.kind,
+                      'reason': s.reason}) + '\n' for s in skipped))
     _install(built, dataset_dir, os.path.join(scratch, 'replaced'))
   finally:
     shutil.rmtree(scratch, ignore_errors=True)

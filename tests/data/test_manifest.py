@@ -5,8 +5,11 @@ import json
 import math
 import os
 import pickle
+import re
+import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -355,3 +358,204 @@ def test_script_end_to_end(tmp_path, media):
   assert f'{bad}:7: image file not found: {tmp_path}/media/nope.png' in (
       result.stderr)
   assert 'Traceback' not in result.stderr
+
+
+# -- Bounded ingestion ---------------------------------------------------------
+
+MIB = 2**20
+
+
+def _write_wav_header(path, declared_seconds: float, rate: int = 8000) -> None:
+  """A mono 8-bit WAV whose header declares `declared_seconds` of audio but
+  whose file holds one second."""
+  data_size = int(declared_seconds * rate)  # 1 byte per frame.
+  fmt = struct.pack('<HHIIHH', 1, 1, rate, rate, 1, 8)  # PCM, mono, 8 bit.
+  with open(path, 'wb') as f:
+    f.write(b'RIFF' + struct.pack('<I', 36 + data_size) + b'WAVE')
+    f.write(b'fmt ' + struct.pack('<I', len(fmt)) + fmt)
+    f.write(b'data' + struct.pack('<I', data_size) + bytes([128]) * rate)
+
+
+# Runs a command and prints its peak RSS (KiB). Linux carries the forking
+# process's high-water mark over fork and exec into the child's ru_maxrss, so
+# a child of pytest (hundreds of MiB) would report pytest's; a child of this
+# small process reports its own.
+PEAK_RSS = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(process.pid, 0)
+print(f'peak_rss_kib={usage.ru_maxrss}')
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.fixture
+def hostile(tmp_path):
+  """A manifest at root/lists/ with good rows and one row per hostile file.
+
+  Media paths start at the manifest's directory (root/lists); the media live
+  in root/media, so the good rows need media_root=root. Files outside root:
+  outside.png (exists) and nowhere.png (does not).
+
+  Returns:
+    (manifest path, media root, [expected kind or None for a good row] in
+    manifest line order).
+  """
+  root, media = tmp_path / 'root', tmp_path / 'root/media'
+  os.makedirs(media)
+  os.makedirs(root / 'lists')
+  pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)
+  Image.fromarray(pixels).save(media / 'good.png')
+  Image.fromarray(pixels).save(tmp_path / 'outside.png')
+  soundfile.write(media / 'good.wav', np.zeros(800, np.int16), 8000)
+  # 1 GiB of trailing bytes after an 8x8 PNG, as a sparse file.
+  Image.fromarray(pixels).save(media / 'trailing.png')
+  with open(media / 'trailing.png', 'r+b') as f:
+    f.truncate(os.path.getsize(media / 'trailing.png') + 1024 * MIB)
+  huge = Image.new('1', (12000, 12000))  # 1 bit per pixel: 17 KB as PNG.
+  huge.save(media / 'huge.png')
+  # An icon whose table declares a 128x128 picture that is 12000x12000.
+  png = (media / 'huge.png').read_bytes()
+  entry = b'ic07' + struct.pack('>I', 8 + len(png)) + png
+  (media / 'bomb.icns').write_bytes(
+      b'icns' + struct.pack('>I', 8 + len(entry)) + entry)
+  _write_wav_header(media / 'ten_hours.wav', 10 * 3600)
+  with open(media / 'big.flac', 'wb') as f:  # Sparse, above 64 MiB.
+    f.truncate(65 * MIB)
+  os.symlink(tmp_path / 'outside.png', media / 'escape.png')
+
+  rows_and_kinds = [
+      (dict(split='train', image='../media/good.png',
+            audio='../media/good.wav', text='good'), None),
+      (dict(split='train', image='../media/trailing.png'), 'trailing_bytes'),
+      (dict(split='train', image='../media/huge.png'), 'image_too_large'),
+      (dict(split='train', audio='../media/ten_hours.wav'), 'audio_too_long'),
+      (dict(split='train', image='../../outside.png'), 'path_outside_root'),
+      (dict(split='train', image=str(tmp_path / 'outside.png')),
+       'path_outside_root'),
+      (dict(split='train', image='../media/escape.png'), 'path_outside_root'),
+      (dict(split='train', image='../../nowhere.png'), 'path_outside_root'),
+      (dict(split='train', audio='../media/big.flac'), 'file_too_large'),
+      (dict(split='train', image='../media/bomb.icns'), 'decompression_bomb'),
+      (dict(split='test', image='../media/good.png', text='good'), None),
+  ]
+  manifest = write_manifest(root / 'lists/manifest.jsonl',
+                            [r for r, _ in rows_and_kinds])
+  return manifest, str(root), [k for _, k in rows_and_kinds]
+
+
+def test_hostile_rows_are_bad_rows_of_their_own_kinds_fast(hostile):
+  manifest, root, kinds = hostile
+  limits = manifest_lib._make_limits(
+      manifest, manifest_lib.DEFAULT_MAX_FILE_BYTES,
+      manifest_lib.DEFAULT_MAX_IMAGE_PIXELS,
+      manifest_lib.DEFAULT_MAX_AUDIO_SECONDS, root, False)
+  columns, rows = manifest_lib._read_manifest(manifest)
+  seconds, found = {}, {}
+  for line, cells in rows:  # One row at a time, to time each.
+    problems = manifest_lib._Problems(skip_bad_rows=True)
+    start = time.perf_counter()
+    good, _ = manifest_lib._check_rows(manifest, columns, [(line, cells)],
+                                       None, problems, limits)
+    seconds[line] = time.perf_counter() - start
+    found[line] = problems.skipped[0].kind if problems.skipped else None
+    assert bool(good) == (found[line] is None)
+  assert found == dict(enumerate(kinds, 1))
+  timings = ', '.join(f'line {line} ({found[line]}): {s:.3f} s'
+                      for line, s in seconds.items())
+  assert max(seconds.values()) < 1.0, timings
+  print(timings)
+
+
+def test_hostile_manifest_through_the_script_in_bounded_memory(hostile):
+  manifest, root, kinds = hostile
+  data_dir = os.path.join(root, 'tfds')
+  result = subprocess.run(
+      [sys.executable, '-c', PEAK_RSS, sys.executable,
+       os.path.join(REPO, 'experiments/prepare_dataset.py'),
+       f'--manifest={manifest}', f'--name={NAME}', f'--data_dir={data_dir}',
+       f'--media_root={root}', '--skip_bad_rows'],
+      capture_output=True, text=True, cwd=REPO)
+  assert result.returncode == 0, result.stderr
+  peak_mib = int(re.findall(r'peak_rss_kib=(\d+)', result.stdout)[-1]) / 1024
+  assert peak_mib < 500, f'peak RSS {peak_mib:.0f} MiB'
+  print(f'peak RSS {peak_mib:.0f} MiB')
+
+  dataset_dir = os.path.join(data_dir, NAME, '1.0.0')
+  with open(os.path.join(dataset_dir, 'skipped_rows.jsonl')) as f:
+    skipped = [json.loads(line) for line in f]
+  assert {s['line']: s['kind'] for s in skipped} == {
+      line: kind for line, kind in enumerate(kinds, 1) if kind}
+  builder = tfds.builder_from_directory(dataset_dir)
+  assert {s: i.num_examples for s, i in builder.info.splits.items()} == {
+      'train': 1, 'test': 1}
+  # Rows outside the root read the same whether or not the file exists.
+  reasons = {s['line']: s['reason'].split(': ', 1)[1] for s in skipped}
+  assert reasons[5] == reasons[8].replace('nowhere', 'outside')
+
+
+def test_media_root_moves_the_root_and_allow_outside_root_lifts_it(hostile):
+  manifest, root, _ = hostile
+  rows = [dict(split='train', image='../media/good.png'),  # Under root.
+          dict(split='train', image='../../outside.png'),  # Outside root.
+          dict(split='train', text='no file')]
+  manifest = write_manifest(os.path.join(root, 'lists/roots.jsonl'), rows)
+  data_dir = os.path.join(root, 'tfds')
+
+  def skipped(**kwargs):
+    report = prepare_manifest(manifest, NAME, data_dir, skip_bad_rows=True,
+                              overwrite=True, **kwargs)
+    return {s.line: s.kind for s in report.skipped}
+
+  # Default root: the manifest's directory, root/lists.
+  assert skipped() == {1: 'path_outside_root', 2: 'path_outside_root'}
+  assert skipped(media_root=root) == {2: 'path_outside_root'}
+  assert skipped(allow_outside_root=True) == {}
+  with pytest.raises(ManifestError, match='not a directory'):
+    prepare_manifest(manifest, NAME, data_dir, media_root=f'{root}/nope')
+
+
+@pytest.mark.parametrize('modality, decoder', [
+    ('image', (Image.Image, 'load')),  # PngImageFile.load calls it.
+    ('audio', (soundfile.SoundFile, 'read')),
+])
+def test_memory_error_while_decoding_propagates(tmp_path, media, monkeypatch,
+                                                modality, decoder):
+  # Not a bad row: the machine, not the file, is at fault.
+  path = {'image': 'media/rgb.png', 'audio': 'media/mono16k.wav'}[modality]
+  manifest = write_manifest(tmp_path / 'manifest.jsonl',
+                            [{'split': 'train', modality: path}])
+
+  def out_of_memory(*args, **kwargs):
+    raise MemoryError
+
+  monkeypatch.setattr(*decoder, out_of_memory)
+  with pytest.raises(MemoryError):
+    prepare_manifest(manifest, NAME, str(tmp_path / 'tfds'),
+                     skip_bad_rows=True)
+
+
+@pytest.mark.parametrize('options', [
+    dict(format='PNG'),
+    dict(format='JPEG'),
+    dict(format='JPEG', progressive=True),
+    dict(format='JPEG', restart_marker_blocks=1),  # RSTn in the scan data.
+    dict(format='JPEG', exif=b'Exif\x00\x00' + b'\xff\xd9' * 8),  # Fake EOIs.
+])
+def test_image_end_is_found_and_trailing_bytes_are_a_bad_row(tmp_path,
+                                                             options):
+  pixels = np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)
+  path = tmp_path / 'image'
+  Image.fromarray(pixels).save(path, **options)
+  size = os.path.getsize(path)
+  assert manifest_lib._image_end(str(path), size) == size
+  with open(path, 'ab') as f:
+    f.write(b'\xff\xd9 and then more bytes')
+  assert manifest_lib._image_end(str(path), size + 21) == size
+  manifest = write_manifest(tmp_path / 'manifest.jsonl', [
+      dict(split='train', image='image'), dict(split='train', text='ok')])
+  report = prepare_manifest(manifest, NAME, str(tmp_path / 'tfds'),
+                            skip_bad_rows=True)
+  assert [(s.kind, s.path) for s in report.skipped] == [
+      ('trailing_bytes', str(path))]
+  assert f'truncate -s {size} ' in report.skipped[0].reason
