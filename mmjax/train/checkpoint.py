@@ -33,6 +33,7 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
@@ -79,8 +80,8 @@ def _files(step_dir: str) -> Mapping[str, int]:
 
 def _saved_state_metadata(step_dir: str) -> Any:
   """The tree of ArrayMetadata (shape, dtype) of a step's saved state."""
-  return ocp.StandardCheckpointer().metadata(
-      os.path.join(step_dir, 'state')).item_metadata.tree
+  return ocp.StandardCheckpointHandler().metadata(
+      epath.Path(step_dir) / 'state').tree
 
 
 def _first_line(error: Exception) -> str:
@@ -100,14 +101,15 @@ def _leaf_specs(tree) -> Mapping[str, Tuple[Tuple[int, ...], str]]:
 
 def _differences(stored, current) -> list:
   """Lines naming how the leaf specs `stored` and `current` differ."""
+  order = lambda k: (k.startswith('opt_state'), k)  # noqa: E731  Model first.
   lines = [f'{k}: saved {stored[k][1]}{list(stored[k][0])}, this run '
            f'{current[k][1]}{list(current[k][0])}'
-           for k in sorted(stored.keys() & current.keys())
+           for k in sorted(stored.keys() & current.keys(), key=order)
            if stored[k] != current[k]]
-  lines += [f'{k}: saved, not in this run' for k in sorted(stored.keys() -
-                                                            current.keys())]
-  lines += [f'{k}: in this run, not saved' for k in sorted(current.keys() -
-                                                           stored.keys())]
+  lines += [f'{k}: saved, not in this run'
+            for k in sorted(stored.keys() - current.keys(), key=order)]
+  lines += [f'{k}: in this run, not saved'
+            for k in sorted(current.keys() - stored.keys(), key=order)]
   return lines
 
 

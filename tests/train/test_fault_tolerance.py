@@ -19,17 +19,22 @@ import time
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
 from cpu_devices import subprocess_env
-from mmjax.errors import CheckpointError
+from mmjax.errors import CheckpointError, CheckpointMismatch, WorkdirError
 from mmjax.train import preemption
-from mmjax.train.checkpoint import CORRUPT_PREFIX, TMP_MARKER, Checkpointer
+from mmjax.train.checkpoint import (CORRUPT_PREFIX, FILES, TMP_MARKER,
+                                    Checkpointer)
 from mmjax.train.loop import Experiment
+from mmjax.train.warm_start import merge_matching, warm_start
+from mmjax.train.workdir import LOCK_FILE, WorkdirLock
 from mmjax.train.writers import read_metrics
+from trees import assert_trees_equal
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 STEPS = 40  # Long enough to signal a run midway, short enough to be cheap.
@@ -56,8 +61,9 @@ def _flags(data_dir, cache_dir, workdir, steps=STEPS, **overrides):
                for k, v in config.items()]
 
 
-def _start(flags, devices=8, file_limit=None):
-  """Starts experiments/train.py with `flags` on `devices` CPU devices.
+def _start(flags, devices=8, file_limit=None, phase=None):
+  """Starts experiments/train.py with `flags` on `devices` CPU devices (with
+  `phase`, through in_phase.py: e.g. SIGTERM as that phase starts).
 
   With `file_limit` (bytes), writing a larger file fails with EFBIG as on a
   full disk (SIGXFSZ, which a full disk does not send, is ignored); 0 only
@@ -69,8 +75,11 @@ def _start(flags, devices=8, file_limit=None):
     if file_limit:
       resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 
+  script = ([os.path.join(REPO, 'experiments', 'train.py')] if phase is None
+            else [os.path.join(REPO, 'tests', 'train', 'in_phase.py'),
+                  phase])
   process = subprocess.Popen(
-      [sys.executable, os.path.join(REPO, 'experiments', 'train.py'), *flags],
+      [sys.executable, *script, *flags],
       cwd=REPO, env=subprocess_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True, preexec_fn=None if file_limit is None else limit)
   _STARTED.append(process)
@@ -135,12 +144,6 @@ def reference(data_dir, cache_dir, tmp_path_factory):
   return workdir
 
 
-def _assert_tree_equal(a, b):
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
-                          jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
 def test_preemption_saves_exits_75_and_resumes_bitwise(
     reference, data_dir, cache_dir, tmp_path):
   """SIGTERM, then SIGINT, each a few steps into a run: each run saves the
@@ -170,18 +173,27 @@ def test_preemption_saves_exits_75_and_resumes_bitwise(
   # Records of steps trained twice (after the last save, before the
   # signal) are written twice; the last one is the resumed run's.
   assert _train_steps(workdir) == _train_steps(reference)
-  _assert_tree_equal(_params(workdir, STEPS), _params(reference, STEPS))
+  assert_trees_equal(_params(workdir, STEPS), _params(reference, STEPS))
 
 
-def test_sigkill_during_async_save_keeps_previous_step(
-    data_dir, cache_dir, tmp_path):
+def _final_state_matches(workdir, reference):
+  """Train records and final parameters equal the uninterrupted run's."""
+  assert _train_steps(workdir) == _train_steps(reference)
+  assert_trees_equal(_params(workdir, STEPS), _params(reference, STEPS))
+
+
+def _eval_records(workdir):
+  return [r for r in read_metrics(workdir) if r['split'] == 'eval']
+
+
+def test_sigkill_during_async_save_resumes_bitwise(
+    reference, data_dir, cache_dir, tmp_path):
   """A run saving every step is killed while a save is being written: the
-  latest visible step restores, and the next start removes the temporary
-  directory and finishes the run."""
+  rerun of the same command removes the temporary directory, resumes from
+  the latest visible step and ends bitwise equal to the uninterrupted run."""
   workdir = str(tmp_path)
   checkpoints = os.path.join(workdir, 'checkpoints')
-  flags = _flags(data_dir, cache_dir, workdir, steps=1000,
-                 checkpoint_every_steps=1)
+  flags = _flags(data_dir, cache_dir, workdir, checkpoint_every_steps=1)
 
   def saving():
     names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
@@ -195,13 +207,209 @@ def test_sigkill_during_async_save_keeps_previous_step(
   leftovers = glob.glob(os.path.join(checkpoints, f'*{TMP_MARKER}*'))
   assert leftovers  # The kill caught a save in the middle.
   latest = max(int(n) for n in os.listdir(checkpoints) if n.isdigit())
+  assert latest < STEPS
 
-  code, stderr = _run(_flags(data_dir, cache_dir, workdir, steps=latest + 2))
+  code, stderr = _run(flags)
   assert code == 0, stderr[-3000:]
   assert f'Resumed from step {latest}' in stderr
   assert 'left by a save that did not finish' in stderr
+  assert f'Taking over {os.path.join(workdir, LOCK_FILE)}' in stderr
   assert not glob.glob(os.path.join(checkpoints, f'*{TMP_MARKER}*'))
-  assert str(latest + 2) in os.listdir(checkpoints)
+  _final_state_matches(workdir, reference)
+
+
+def test_step_of_a_killed_run_is_verified(data_dir, cache_dir, tmp_path):
+  """A run killed right after its first save committed has that step's size
+  record (it commits with the step), so truncating the step's largest array
+  file makes the next start fail naming the file; with fallback, a run
+  whose every step is corrupt raises and leaves the step as it was."""
+  workdir = str(tmp_path)
+  step_dir = os.path.join(workdir, 'checkpoints', str(STEPS // 2))
+  flags = _flags(data_dir, cache_dir, workdir)
+  process = _start(flags)
+  _wait_for(lambda: os.path.isdir(step_dir), process)
+  process.kill()
+  process.communicate()
+  assert os.path.exists(os.path.join(step_dir, FILES))
+  assert sorted(n for n in os.listdir(os.path.dirname(step_dir))
+                if n.isdigit()) == [str(STEPS // 2)]
+  path = max(glob.glob(os.path.join(step_dir, 'state', '*', 'd', '*')),
+             key=os.path.getsize)
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+  before = _tree_digest(step_dir)
+
+  code, stderr = _run(flags)
+  assert code != 0
+  assert (f'CheckpointCorrupt: checkpoint step {STEPS // 2}: {path}: has '
+          in stderr), stderr[-3000:]
+  code, stderr = _run(flags + ['--config.checkpoint.fallback_on_corrupt=True'])
+  assert code != 0
+  assert (f'every checkpoint step ({STEPS // 2}) is corrupt, so there is '
+          'nothing to resume from' in stderr), stderr[-3000:]
+  assert _tree_digest(step_dir) == before
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+
+
+def test_changed_config_fails_at_start_and_keeps_the_checkpoints(
+    reference, data_dir, cache_dir, tmp_path):
+  """Rerunning a workdir with another model.dim (and the fallback flag) fails
+  in its first seconds naming the field; no step is renamed or touched."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  before = _tree_digest(checkpoints)
+  with open(os.path.join(reference, 'config.json')) as f:
+    dim = json.load(f)['model']['dim']
+  start = time.time()
+  code, stderr = _run(_flags(data_dir, cache_dir, workdir) + [
+      f'--config.model.dim={dim // 2}',
+      '--config.checkpoint.fallback_on_corrupt=True'])
+  seconds = time.time() - start
+  assert code != 0
+  assert (f'WorkdirError: workdir {workdir}: holds the checkpoints of a run '
+          'with another config' in stderr), stderr[-3000:]
+  assert f'model.dim: {dim} (stored) -> {dim // 2} (now)' in stderr
+  assert 'warm_start_from' in stderr
+  assert _tree_digest(checkpoints) == before, f'{seconds:.1f} s'
+  assert not os.path.exists(os.path.join(workdir, LOCK_FILE))
+
+
+def test_state_that_does_not_fit_is_a_mismatch_never_set_aside(
+    reference, tmp_path):
+  """A checkpoint restored into another model raises CheckpointMismatch
+  naming the differing leaf, even with fallback_on_corrupt."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  with open(os.path.join(reference, 'config.json')) as f:
+    config = json.load(f)
+  config['model']['dim'] //= 2
+  experiment = _experiment(json.dumps(config), 1, (('data', 1), ('fsdp', 1),
+                                                   ('tensor', 1)))
+  checkpointer = Checkpointer(
+      os.path.join(workdir, 'checkpoints'), keep_last=2, keep_best=0,
+      best_metric='accuracy', best_mode='max', fallback_on_corrupt=True)
+  with pytest.raises(CheckpointMismatch) as error:
+    checkpointer.restore_latest(experiment.runner.restore_target())
+  checkpointer.close()
+  assert error.value.step == STEPS
+  assert re.search(r'params/\S+: saved float32\[[^]]*\b64\b[^]]*\], this '
+                   r'run float32\[[^]]*\b32\b', str(error.value)), str(
+                       error.value)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == sorted(
+      os.listdir(os.path.join(reference, 'checkpoints')))
+
+
+def test_warm_start_loads_matching_arrays_and_lists_the_rest(reference):
+  with open(os.path.join(reference, 'config.json')) as f:
+    experiment = _experiment(f.read(), 1, (('data', 1), ('fsdp', 1),
+                                           ('tensor', 1)))
+  fresh = experiment.runner.init(experiment.init_rng)
+  state = warm_start(fresh, reference)
+  assert_trees_equal(jax.tree.map(np.asarray, state.params),
+                     _params(reference, STEPS))
+  assert int(state.step) == 0  # A new run: step and optimizer start afresh.
+  assert_trees_equal(state.opt_state, fresh.opt_state)
+  # A leaf whose shape differs keeps its fresh value and is listed.
+  tree = {'a': jnp.zeros((2,)), 'b': jnp.zeros((3,))}
+  merged, kept = merge_matching(tree, {'a': np.ones(2, np.float32),
+                                      'b': np.ones(4, np.float32)})
+  assert kept == ['b']
+  assert_trees_equal(merged, {'a': np.ones(2, np.float32),
+                              'b': np.zeros(3, np.float32)})
+
+
+def test_sigterm_in_every_phase_exits_75_and_resumes_bitwise(
+    reference, data_dir, cache_dir, tmp_path):
+  """SIGTERM as the dataset preparation starts, during the evaluation of a
+  step, as the restore starts, and (another workdir) during the final save:
+  each run exits 75; the rerun ends bitwise equal to an uninterrupted run.
+  While the last run trains, a second trainer on its workdir is refused
+  within 5 s naming the holder's PID."""
+  workdir = str(tmp_path / 'a')
+  flags = _flags(data_dir, cache_dir, workdir, eval_every_steps=STEPS // 2)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+
+  def stopped(phase, message):
+    code, stderr = _run(flags, phase=phase)
+    assert code == preemption.EXIT_CODE, stderr[-3000:]
+    assert f'SIGTERM received: {message} and stopped; run the same command ' \
+        'again to resume.' in stderr, stderr[-3000:]
+    assert not os.path.exists(os.path.join(workdir, LOCK_FILE))
+    return stderr
+
+  stopped('prepare', 'nothing new to checkpoint during dataset preparation '
+          '(no checkpoint yet)')
+  assert not os.path.exists(checkpoints)
+  stopped('evaluate', f'checkpointed step {STEPS // 2}')
+  assert os.listdir(checkpoints) == [str(STEPS // 2)]
+  assert not _eval_records(workdir)
+  stopped('restore', 'nothing new to checkpoint during restore (the '
+          f'checkpoint of step {STEPS // 2} holds the progress)')
+
+  # The last run pauses after its restore, holding the workdir, while a
+  # second trainer tries it; the same command without --workdir fails after
+  # the same imports, the time every mmjax process pays before it can act.
+  hold = tmp_path / 'hold'
+  hold.mkdir()
+  process = _start(flags, phase=f'pause:{hold}')
+  _wait_for((hold / 'paused').exists, process)
+  start = time.time()
+  code, stderr = _run(flags)
+  seconds = time.time() - start
+  assert code != 0
+  assert (f'is in use by another trainer: PID {process.pid} on host'
+          in stderr), stderr[-3000:]
+  start = time.time()
+  _run(flags[:1])
+  imports = time.time() - start
+  assert seconds < max(5, imports + 1), (
+      f'refused after {seconds:.1f} s; the imports alone take {imports:.1f} s')
+  (hold / 'resume').touch()
+  _, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, stderr[-3000:]
+  _final_state_matches(workdir, reference)
+  # The interrupted evaluation ran once, on resume; the last equals the
+  # uninterrupted run's.
+  assert [r['step'] for r in _eval_records(workdir)] == [STEPS // 2, STEPS]
+  assert _eval_records(workdir)[-1] == _eval_records(reference)[-1]
+
+  workdir = str(tmp_path / 'b')
+  flags = _flags(data_dir, cache_dir, workdir)
+  stopped('final_save', f'checkpointed step {STEPS}')
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  code, stderr = _run(flags)
+  assert code == 0, stderr[-3000:]
+  _final_state_matches(workdir, reference)
+  with open(os.path.join(workdir, 'summary.json')) as f, open(
+      os.path.join(reference, 'summary.json')) as g:
+    assert json.load(f)['eval'] == json.load(g)['eval']
+
+
+def test_second_signal_during_the_save_kills_at_once(data_dir, cache_dir,
+                                                     tmp_path):
+  """After the first SIGTERM the run saves; a second one, while that save is
+  being written, terminates the process without waiting for it."""
+  workdir = str(tmp_path)
+  code, stderr = _run(_flags(data_dir, cache_dir, workdir, steps=4,
+                             checkpoint_every_steps=2), phase='twice')
+  assert code == -signal.SIGTERM, stderr[-3000:]
+  assert 'checkpointed step' not in stderr
+  assert 'Preempted' not in stderr
+
+
+def test_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog):
+  path = tmp_path / LOCK_FILE
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  path.write_text(json.dumps(dict(host=os.uname().nodename, pid=dead.pid,
+                                  started='then')))
+  with WorkdirLock(str(tmp_path)):
+    assert json.loads(path.read_text())['pid'] == os.getpid()
+    with pytest.raises(WorkdirError, match=f'PID {os.getpid()} on host'):
+      WorkdirLock(str(tmp_path)).__enter__()
+  assert f'PID {dead.pid} started then, is no longer running' in caplog.text
+  assert not path.exists()  # Released on exit.
 
 
 @functools.lru_cache(maxsize=None)
@@ -230,7 +438,7 @@ def test_checkpoint_restores_on_another_mesh(reference, devices, mesh):
   for x, sharding in zip(jax.tree.leaves(state),
                          jax.tree.leaves(runner.state_sharding)):
     assert x.sharding.is_equivalent_to(sharding, x.ndim)
-  _assert_tree_equal(jax.tree.map(np.asarray, state.params),
+  assert_trees_equal(jax.tree.map(np.asarray, state.params),
                      _params(reference, STEPS))
   state, metrics = runner.train_step(state, next(experiment.train_iterator()))
   assert int(state.step) == STEPS + 1
@@ -251,7 +459,7 @@ def test_pmap_restores_a_checkpoint_of_other_devices(reference):
   state = runner.from_checkpoint(
       checkpointer.restore(STEPS, runner.restore_target()))
   checkpointer.close()
-  _assert_tree_equal(jax.tree.map(np.asarray,
+  assert_trees_equal(jax.tree.map(np.asarray,
                                   runner.to_checkpoint(state).params),
                      _params(reference, STEPS))
   state, metrics = runner.train_step(state, next(experiment.train_iterator()))
