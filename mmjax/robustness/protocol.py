@@ -25,12 +25,12 @@ the last two only with a baseline (`add_effective_robustness`).
 """
 import copy
 import itertools
-import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 
+from mmjax.fileio import read_json_or_none
 from mmjax.robustness import metrics as metrics_lib
 from mmjax.robustness.corruptions import NOISES
 from mmjax.robustness.pipeline import corrupted
@@ -157,12 +157,9 @@ def run(experiment: Experiment, state, step: int,
 
 
 def load(workdir: str) -> Optional[Dict]:
-  """The results saved in `workdir`, or None."""
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """The results saved in `workdir`, or None (none, or torn by a crash:
+  they are computed again)."""
+  return read_json_or_none(os.path.join(workdir, RESULTS_FILE))
 
 
 def _covers(saved: Optional[Mapping], results: Mapping) -> bool:

@@ -27,7 +27,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         f'{path} does not exist: {workdir} holds no mmjax training run. '
         'Pass the run\'s workdir, or its config with --config.')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except ValueError as e:
+      raise ValueError(f'{path} is not valid JSON ({e}); pass the run\'s '
+                       'config with --config instead.') from e
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str,

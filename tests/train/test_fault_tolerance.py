@@ -26,7 +26,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cpu_devices import subprocess_env
-from mmjax.errors import CheckpointError, CheckpointMismatch, WorkdirError
+from mmjax.errors import (CheckpointCorrupt, CheckpointError,
+                          CheckpointMismatch, WorkdirError)
 from mmjax.train import preemption
 from mmjax.train.checkpoint import (CORRUPT_PREFIX, FILES, TMP_MARKER,
                                     Checkpointer)
@@ -218,11 +219,12 @@ def test_sigkill_during_async_save_resumes_bitwise(
   _final_state_matches(workdir, reference)
 
 
-def test_step_of_a_killed_run_is_verified(data_dir, cache_dir, tmp_path):
+def test_step_of_a_killed_run_is_verified(reference, data_dir, cache_dir,
+                                          tmp_path):
   """A run killed right after its first save committed has that step's size
   record (it commits with the step), so truncating the step's largest array
-  file makes the next start fail naming the file; with fallback, a run
-  whose every step is corrupt raises and leaves the step as it was."""
+  file makes the next restore fail naming the file; with fallback, the run
+  (every step corrupt) raises and leaves the step as it was."""
   workdir = str(tmp_path)
   step_dir = os.path.join(workdir, 'checkpoints', str(STEPS // 2))
   flags = _flags(data_dir, cache_dir, workdir)
@@ -239,10 +241,14 @@ def test_step_of_a_killed_run_is_verified(data_dir, cache_dir, tmp_path):
     f.truncate(os.path.getsize(path) // 2)
   before = _tree_digest(step_dir)
 
-  code, stderr = _run(flags)
-  assert code != 0
-  assert (f'CheckpointCorrupt: checkpoint step {STEPS // 2}: {path}: has '
-          in stderr), stderr[-3000:]
+  with open(os.path.join(reference, 'config.json')) as f:
+    experiment = _experiment(f.read(), 1, (('data', 1), ('fsdp', 1),
+                                           ('tensor', 1)))
+  checkpointer = experiment.make_checkpointer(workdir)
+  with pytest.raises(CheckpointCorrupt) as error:
+    checkpointer.restore_latest(experiment.runner.restore_target())
+  checkpointer.close()
+  assert (error.value.step, error.value.path) == (STEPS // 2, path)
   code, stderr = _run(flags + ['--config.checkpoint.fallback_on_corrupt=True'])
   assert code != 0
   assert (f'every checkpoint step ({STEPS // 2}) is corrupt, so there is '
@@ -518,7 +524,7 @@ def test_training_falls_back_to_previous_step_when_asked(
                  parallel__mesh__fsdp=1, parallel__mesh__tensor=2)
   code, stderr = _run(flags, devices=2)
   assert code != 0
-  assert f'CheckpointError: checkpoint step {STEPS}: {path}: has ' in stderr
+  assert f'CheckpointCorrupt: checkpoint step {STEPS}: {path}: has ' in stderr
 
   code, stderr = _run(flags + ['--config.checkpoint.fallback_on_corrupt=True'],
                       devices=2)
