@@ -22,7 +22,7 @@ def get_config(arg=None):
                              length=12, metrics=('wer', 'cer'))
   # Frames every 32 ms, tokens every 4 frames (128 ms, about one per word):
   # half the frames of the default hop (128) and a quarter of the CNN's
-  # channels, to train within 15 minutes of 2 CPU cores (see the README).
+  # channels, so that it trains in minutes on 2 CPU cores.
   c.model.encoders.audio.channels = (16, 32)
   c.model.encoders.audio.hop_length = 256
   c.input.global_batch_size = 64
