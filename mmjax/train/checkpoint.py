@@ -369,7 +369,7 @@ class Checkpointer:
           f'every checkpoint step ({", ".join(str(e.step) for e in corrupt)})'
           ' is corrupt, so there is nothing to resume from; each is left as '
           'it is. Repair or restore the files, or train into a new '
-          '--workdir.'))
+          '--workdir.' + ''.join(f'\n  {e}' for e in corrupt)))
     return None, None
 
   def _set_aside(self, step: int, why: str) -> None:

@@ -253,6 +253,7 @@ def test_step_of_a_killed_run_is_verified(reference, data_dir, cache_dir,
   assert code != 0
   assert (f'every checkpoint step ({STEPS // 2}) is corrupt, so there is '
           'nothing to resume from' in stderr), stderr[-3000:]
+  assert f'checkpoint step {STEPS // 2}: {path}: has ' in stderr
   assert _tree_digest(step_dir) == before
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
 

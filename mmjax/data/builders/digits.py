@@ -28,7 +28,6 @@ import functools
 from typing import Dict, Tuple
 
 import numpy as np
-from sklearn import datasets as sklearn_datasets
 import tensorflow_datasets as tfds
 
 from mmjax.data.builders import generated
@@ -110,6 +109,10 @@ def source_images() -> Tuple[np.ndarray, np.ndarray]:
 
   Read-only: they are cached and shared.
   """
+  # Imported here: scikit-learn takes about 1.5 s to import, which every
+  # mmjax process (training, evaluation, each test subprocess) would pay
+  # at start-up for a dataset most runs do not use.
+  from sklearn import datasets as sklearn_datasets  # pylint: disable=g-import-not-at-top
   digits = sklearn_datasets.load_digits()
   images, labels = digits.images.astype(np.uint8), digits.target.astype(int)
   images.setflags(write=False)

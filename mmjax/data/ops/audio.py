@@ -10,7 +10,6 @@ import dataclasses
 import math
 
 import numpy as np
-import scipy.signal
 
 from mmjax.data.ops.general import get
 from mmjax.data.preprocess import Op
@@ -71,6 +70,9 @@ class Resample(_NeedsRate):
   def __call__(self, example, rng):
     audio = get(example, self.key, self)
     if self.sample_rate != self.rate and audio.size:
+      # Imported on first use: scipy.signal takes about a second to import,
+      # which every mmjax process would otherwise pay at start-up.
+      import scipy.signal  # pylint: disable=g-import-not-at-top
       g = math.gcd(self.rate, self.sample_rate)
       audio = scipy.signal.resample_poly(
           audio, self.rate // g, self.sample_rate // g).astype(np.float32)
