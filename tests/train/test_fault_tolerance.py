@@ -370,7 +370,9 @@ def test_sigterm_in_every_phase_exits_75_and_resumes_bitwise(
   start = time.time()
   _run(flags[:1])
   imports = time.time() - start
-  assert seconds < max(5, imports + 1), (
+  # 5 s on an idle machine; a loaded one (the suite runs two workers on two
+  # cores) slows the imports of both processes alike.
+  assert seconds < max(5, 1.5 * imports + 1), (
       f'refused after {seconds:.1f} s; the imports alone take {imports:.1f} s')
   (hold / 'resume').touch()
   _, stderr = process.communicate(timeout=600)
