@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from tiny import gradient_step_config, one_step
+from trees import assert_trees_close
 
 from configs import retrieval as retrieval_config
 from mmjax import data
@@ -47,9 +48,7 @@ def _step(data_dir, devices=8, **fields):
 def _assert_same_step(step, reference):
   (loss, grads), (ref_loss, ref_grads) = step, reference
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-  jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-4,
-                                                       atol=1e-6),
-               grads, ref_grads)
+  assert_trees_close(grads, ref_grads, rtol=1e-4, atol=1e-6)
   # The temperature is learnt: its gradient is part of the comparison.
   assert np.abs(ref_grads['log_scale']).max() > 0
 

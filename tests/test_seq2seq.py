@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tiny import gradient_step_config, one_step
+from trees import assert_trees_close
 
 from mmjax import data
 from mmjax.data import tokenizers
@@ -57,9 +58,7 @@ def test_one_sharded_train_step_equals_one_device(data_dir, task):
   ref_loss, ref_grads = _step(data_dir, task, 1)
   assert math.isfinite(ref_loss) and ref_loss > 0
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-  jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-4,
-                                                       atol=1e-6),
-               grads, ref_grads)
+  assert_trees_close(grads, ref_grads, rtol=1e-4, atol=1e-6)
   assert max(np.abs(g).max() for g in jax.tree.leaves(ref_grads)) > 0
 
 

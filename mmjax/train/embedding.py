@@ -1,5 +1,6 @@
 """Embeddings of a trained two-tower model: of a split, of free texts, and
 zero-shot classification from class-name prompts."""
+import io
 import os
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmjax.data.ops.text import Tokenize
+from mmjax.fileio import atomic_write
 from mmjax.tasks import retrieval
 from mmjax.train.loop import Experiment
 
@@ -80,7 +82,9 @@ def write_embeddings(columns: Mapping[str, np.ndarray], path: str) -> None:
                             for k, v in columns.items()])
     for key, value in columns.items():
       table[key] = value
-    np.save(path, table, allow_pickle=False)
+    buffer = io.BytesIO()
+    np.save(buffer, table, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
     return
 
   def arrow(value):
@@ -89,6 +93,8 @@ def write_embeddings(columns: Mapping[str, np.ndarray], path: str) -> None:
     flat = pa.array(value.reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
 
+  buffer = pa.BufferOutputStream()
   pq.write_table(pa.table({k: arrow(v.reshape(len(v), -1) if v.ndim > 1
                                     else v)
-                           for k, v in columns.items()}), path)
+                           for k, v in columns.items()}), buffer)
+  atomic_write(path, buffer.getvalue().to_pybytes())

@@ -11,6 +11,7 @@ from mmjax.errors import ConfigError
 from mmjax.models import audio_frontend
 from mmjax.models.encoders import build_encoder, check_encoder_config
 from mmjax.registry import ENCODERS, MODALITIES
+from trees import assert_trees_close
 
 ENCODER_NAMES = [(m, n) for m in MODALITIES for n in ENCODERS[m].names()]
 SEQUENCE_NAMES = [(m, n) for m, n in ENCODER_NAMES if m != 'image']
@@ -126,9 +127,10 @@ def test_resnet_batch_stats_update_in_train_and_are_used_in_eval():
   _, variables, apply = build('image', 'resnet')
   x, _ = make_inputs('image')
   (tokens, _), updates = apply(variables, x, None, train=True)
-  changed = jax.tree.map(lambda a, b: not np.allclose(a, b),
-                         variables['batch_stats'], updates['batch_stats'])
-  assert all(jax.tree.leaves(changed))
+  changed = jax.tree.leaves(jax.tree.map(
+      lambda a, b: not np.allclose(a, b), variables['batch_stats'],
+      updates['batch_stats']))
+  assert changed and all(changed)
   # Eval normalises with the running averages: an example's tokens do not
   # depend on the rest of the batch, unlike in training.
   others = np.concatenate([x[:1], 3 * x[1:] + 1])
@@ -149,9 +151,9 @@ def test_resnet_bn_axis_name_averages_batch_stats_over_pmap():
       lambda x: sharded.apply(variables, x, train=True,
                               mutable=['batch_stats']),
       axis_name='devices', devices=jax.devices()[:3])(x[:, None])
-  for got, want in zip(jax.tree.leaves(stats), jax.tree.leaves(expected)):
-    for device in range(3):  # Every device holds the whole batch's stats.
-      np.testing.assert_allclose(got[device], want, rtol=1e-4, atol=1e-6)
+  for device in range(3):  # Every device holds the whole batch's stats.
+    assert_trees_close(jax.tree.map(lambda x: x[device], stats), expected,
+                       rtol=1e-4, atol=1e-6)
 
 
 def test_resnet_depths_have_torchvision_structure():
