@@ -5,6 +5,11 @@ setup(
     version='0.1.0',
     description='Multimodal (text, image, audio) training in JAX/Flax.',
     packages=find_packages(include=['mmjax', 'mmjax.*', 'configs']),
+    # The Free Spoken Digit Dataset recordings that 'av_digits' is built
+    # from, with their license (CC BY-SA 4.0) and attribution.
+    package_data={'mmjax.data.builders': [
+        'fsdd/*.md', 'fsdd/LICENSE', 'fsdd/metadata.py',
+        'fsdd/recordings/*.wav']},
     python_requires='>=3.10',
     install_requires=[
         'absl-py>=2.1',

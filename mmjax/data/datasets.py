@@ -5,8 +5,9 @@ asked. Every dataset is a TFDS dataset in array_record files, read by Grain
 through `builder.as_data_source()` (no TensorFlow):
 
 - mmjax's own datasets (registered in `mmjax.registry.DATASETS`: 'scenes',
-  'digits', 'interaction', 'triad') are generated locally by their builders
-  on `prepare()`;
+  'digits', 'av_digits', 'interaction', 'triad') are generated locally (or,
+  for 'av_digits', from recordings shipped with the package) by their
+  builders on `prepare()`;
 - any other name is a TFDS dataset the user already has under `data_dir`: one
   converted by `experiments/prepare_dataset.py` from a manifest, or a TFDS
   catalog dataset (e.g. 'mnist', 'speech_commands') prepared in array_record
