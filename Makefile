@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= runs/default
-CONFIG ?= configs/default.py
+CONFIG ?= configs/av_digits.py
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed

@@ -37,4 +37,7 @@ def get_config(arg=None):
   if label == 'same':  # The interaction label lives on the paired splits.
     c.dataset.train_split, c.dataset.eval_split = 'train_pairs', 'test_pairs'
   default.set_preprocessing(c, PP)
+  # A short schedule: `make train` trains this config on a laptop in minutes.
+  c.num_train_steps = 1000
+  c.eval_every_steps = c.checkpoint_every_steps = 500
   return c
