@@ -589,7 +589,9 @@ def test_failed_save_stops_the_run_naming_the_step(data_dir, cache_dir,
   """
   workdir = str(tmp_path)
   every = STEPS // 2
-  process = _start(_flags(data_dir, cache_dir, workdir, steps=3 * every,
+  # Far more steps than the run makes before the limit bites, so that a
+  # slow poll cannot let it finish first.
+  process = _start(_flags(data_dir, cache_dir, workdir, steps=50 * every,
                           checkpoint_every_steps=every), file_limit=0)
   _wait_for(lambda: max(_train_steps(workdir), default=0) >= 3, process)
   _fill_disk(process, 100_000)  # Below the largest checkpoint file.
