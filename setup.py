@@ -19,6 +19,7 @@ setup(
         'grain>=0.2.10',
         'importlib_resources',  # Needed by tensorflow-datasets, not declared by it.
         'jax>=0.5',
+        'jiwer>=3.0',  # WER / CER.
         'matplotlib>=3.8',
         'ml-collections>=1.0',
         'numpy>=1.26',
@@ -26,14 +27,17 @@ setup(
         'orbax-checkpoint>=0.11',
         'pillow>=10',
         'pyarrow>=14',  # Parquet embedding export.
+        'sacrebleu>=2.4',  # BLEU.
+        'safetensors>=0.4',  # Pretrained weights.
         'scikit-learn>=1.3',
         'scipy>=1.11',
         'sentencepiece>=0.2',
         'soundfile>=0.12',
         'tensorboardX>=2.6',
         'tensorflow-datasets>=4.9.7',
+        'tokenizers>=0.15',  # WordPiece for pretrained BERT towers.
         'tqdm>=4.66',
     ],
-    extras_require={'test': ['pytest>=8', 'pytest-xdist>=3.5',
-                             'sacrebleu>=2.4']},  # BLEU reference in tests.
+    extras_require={'test': ['import-linter>=2.0', 'pytest>=8',
+                             'pytest-xdist>=3.5']},
 )

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from mmjax import data
 from mmjax import fileio
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
                                           'Config file (and :variant).')

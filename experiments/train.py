@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 import multihost_flags
 from mmjax.train import preemption
-from mmjax.train.loop import train_and_evaluate
+from mmjax.experiment import train_and_evaluate
 from mmjax.train.writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -34,7 +34,7 @@ import numpy as np
 from mmjax import data
 from mmjax.errors import ConfigError
 from mmjax.models import layers
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 
 def _time(fn, *args, repeats: int) -> float:

@@ -45,7 +45,7 @@ from ml_collections import config_flags
 
 from mmjax import fileio
 from mmjax.errors import ConfigError
-from mmjax.train import loop
+from mmjax import experiment
 from mmjax.train import preemption
 from mmjax.validate import validate_config
 
@@ -350,7 +350,7 @@ def run_in_process(runs: Sequence[Run], outdir: str,
   for i, run in enumerate(todo, 1):
     logging.info('[%d/%d] %s', i, len(todo), run.name)
     try:
-      loop.train_and_evaluate(configs[run.name], run.workdir(outdir),
+      experiment.train_and_evaluate(configs[run.name], run.workdir(outdir),
                               progress=progress)
       statuses[run.name] = DONE
     except preemption.Preempted:

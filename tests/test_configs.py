@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs')
 CONFIGS = sorted(os.path.basename(p)[:-3]

@@ -18,7 +18,7 @@ from mmjax.errors import ConfigError
 from mmjax.models import model, two_tower
 from mmjax.tasks import retrieval
 from mmjax.train import embedding
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 
 def _config(data_dir, arg='text=embedding_bag', mesh=None, **fields):

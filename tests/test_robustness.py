@@ -209,7 +209,7 @@ def test_effective_robustness_hand_computed():
 
 def test_protocol_end_to_end(make_config, tmp_path):
   from mmjax.train import evaluation
-  from mmjax.train.loop import train_and_evaluate
+  from mmjax.experiment import train_and_evaluate
   workdir = str(tmp_path / 'run')
   # Image and text: 3 subsets to evaluate (3 modalities would compile the
   # eval step for 7, and the audio tower's train step, doubling the time);

@@ -21,7 +21,7 @@ from mmjax.data.builders import scenes
 from mmjax.errors import ConfigError
 from mmjax.metrics import text as text_metrics
 from mmjax.models import decoders
-from mmjax.train.loop import Experiment, train_and_evaluate
+from mmjax.experiment import Experiment, train_and_evaluate
 from mmjax.validate import validate_config
 
 # Config module, variant: together every decoder, both kinds of memory (one

@@ -20,7 +20,7 @@ from mmjax import fusion_benchmark
 from mmjax import sweep
 from mmjax.errors import ConfigError
 from mmjax.models.fusion import base as fusion_base
-from mmjax.train import loop
+from mmjax import experiment
 
 REPO = os.path.join(os.path.dirname(__file__), '..')
 # Text only: the cheapest model to compile; the benchmark's mechanics do not
@@ -206,7 +206,7 @@ def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
   def forbidden(*args, **kwargs):
     raise AssertionError('a finished benchmark ran something again')
 
-  monkeypatch.setattr(loop, 'train_and_evaluate', forbidden)
+  monkeypatch.setattr(experiment, 'train_and_evaluate', forbidden)
   monkeypatch.setattr(bench, 'benchmark', forbidden)
   rows_again, _, _ = fusion_benchmark.run_benchmark(
       CONFIG, variants, [0, 1], outdir, **kwargs)

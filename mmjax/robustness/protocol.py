@@ -35,7 +35,7 @@ from mmjax.robustness import metrics as metrics_lib
 from mmjax.robustness.corruptions import NOISES
 from mmjax.robustness.pipeline import corrupted
 from mmjax.train import evaluation
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 RESULTS_FILE = 'robustness.json'
 DEFAULT_LEVELS = tuple(i / 10 for i in range(10))  # 0, 0.1, ..., 0.9.

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from mmjax.data.ops.text import Tokenize
 from mmjax.fileio import atomic_write
 from mmjax.tasks import retrieval
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 
 def embed_split(experiment: Experiment, state) -> Dict[str, np.ndarray]:

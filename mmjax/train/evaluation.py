@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from mmjax import data
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 CONFIG_FILE = 'config.json'  # Written by train_and_evaluate into the workdir.
 

@@ -1,138 +1,26 @@
-"""`train_and_evaluate`: the training loop. It drives any task and knows nothing
-about modalities; the config decides the data, model, task and parallelism."""
+"""`train`: the training loop. It drives any task and knows nothing about
+modalities; `mmjax.experiment` builds the parts it drives."""
 import os
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mmjax import data
-from mmjax.errors import ConfigError
-from mmjax.fileio import atomic_write, atomic_write_json, read_json_or_none
-from mmjax.models.model import build_model
+from mmjax.fileio import atomic_write_json, read_json_or_none
 from mmjax.tasks.base import split_predictions
-from mmjax.train import parallel
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.nonfinite import NonFiniteGuard
-from mmjax.train.optimizer import make_optimizer
 from mmjax.train.preemption import Interrupted, PreemptionWatcher
-from mmjax.train.sharding import make_mesh
 from mmjax.train.warm_start import warm_start
-from mmjax.train.workdir import (CONFIG_FILE, WorkdirLock, check_stored_config,
-                                 check_workdir)
 from mmjax.train.writers import MetricWriter
-from mmjax.validate import validate_config
 
 SUMMARY_FILE = 'summary.json'
 # {"step": N}: the evaluation of step N was interrupted by a preemption, and
 # its checkpoint is the one a resumed run starts from; it re-runs it first.
 EVAL_PENDING_FILE = 'eval_pending.json'
-
-
-def _example_batch(example_spec) -> Dict[str, np.ndarray]:
-  """A one-example batch of zeros with the dataset's shapes, for model init."""
-  return {k: np.zeros((1, *s.shape), s.dtype) for k, s in example_spec.items()}
-
-
-def _devices(config: ml_collections.ConfigDict):
-  """The devices a run uses: all of them, or this host's in pmap mode."""
-  return (jax.local_devices() if config.parallel.mode == 'pmap' else
-          jax.devices())
-
-
-def _rules(rules):
-  """Config rules (lists after a JSON round trip) -> tuples of pairs."""
-  return tuple(tuple(r) for r in rules)
-
-
-class Experiment:
-  """The pieces of one run, built from a validated config.
-
-  Separate from the loop so that tests and tools (evaluation, benchmarks) can
-  build the same model, state and steps without training. The dataset must be
-  prepared (`mmjax.data.prepare`): the input shapes come from its first
-  example.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, devices=None):
-    """`devices` defaults to all devices (local devices in pmap mode)."""
-    self.config = config
-    pmap = config.parallel.mode == 'pmap'
-    devices = _devices(config) if devices is None else devices
-    self.spec, self.task = validate_config(
-        config, num_devices=len(devices),
-        process_count=jax.process_count())
-    parallel.enable_compilation_cache(config.compilation_cache_dir)
-    self.pp_train, self.pp_eval = data.preprocessing(config.input, self.spec)
-    self.example_spec = data.example_spec(self.spec, self.pp_train)
-    eval_spec = data.example_spec(self.spec, self.pp_eval)
-    if eval_spec != self.example_spec:
-      raise ConfigError('input.pp_eval', (
-          f'gives examples {eval_spec}, but input.pp_train gives '
-          f'{self.example_spec}; evaluation must produce the same keys, '
-          'shapes and dtypes as training.'))
-    meta = self.pp_train.meta
-    self.model = build_model(config, num_outputs=self.task.num_outputs,
-                             vocab_size=meta.get('vocab_size'),
-                             sample_rate=meta.get('sample_rate'),
-                             bn_axis_name=parallel.PMAP_AXIS if pmap else None)
-    self.tx, self.schedule = make_optimizer(config.optimizer,
-                                            config.num_train_steps)
-    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    self.init_rng = init_rng
-    common = dict(model=self.model, tx=self.tx, task=self.task,
-                  schedule=self.schedule, dropout_rng=dropout_rng,
-                  example_batch=_example_batch(self.example_spec),
-                  accumulation_steps=config.optimizer.accumulation_steps)
-    if pmap:
-      self.runner = parallel.PmapRunner(devices=devices, **common)
-    else:
-      self.runner = parallel.JitRunner(
-          mesh=make_mesh(config.parallel.mesh, devices),
-          rules=_rules(config.parallel.rules),
-          tower_rules={m: _rules(r) for m, r in
-                       config.parallel.tower_rules.items()},
-          **common)
-
-  def train_iterator(self):
-    return data.train_iterator(
-        self.spec, self.pp_train,
-        batch_size=self.config.input.global_batch_size // jax.process_count(),
-        seed=self.config.seed, shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-        num_workers=self.config.input.num_workers)
-
-  def eval_batches(self) -> Iterator[Mapping[str, np.ndarray]]:
-    return data.eval_iterator(
-        self.spec, self.pp_eval,
-        batch_size=self.config.input.eval_batch_size // jax.process_count(),
-        shard_index=jax.process_index(), shard_count=jax.process_count())
-
-  def evaluate(self, state) -> Dict[str, float]:
-    return self.runner.evaluate(state, self.eval_batches())
-
-  def make_checkpointer(self, workdir: str,
-                        read_only: bool = False) -> Checkpointer:
-    c = self.config.checkpoint
-    return Checkpointer(
-        os.path.join(workdir, 'checkpoints'), keep_last=c.keep_last,
-        keep_best=c.keep_best, best_metric=self.task.best_metric,
-        best_mode=self.task.best_mode, async_save=c.async_save,
-        fallback_on_corrupt=c.fallback_on_corrupt, read_only=read_only)
-
-  def check_workdir(self, workdir: str) -> None:
-    """Fails early if `workdir` cannot take this run's checkpoints."""
-    target = self.runner.restore_target()
-    c = self.config.checkpoint
-    check_workdir(workdir,
-                  sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(target)),
-                  copies=c.keep_last + c.keep_best + 1,
-                  process_index=jax.process_index())
 
 
 def _param_count(state) -> int:
@@ -145,60 +33,12 @@ def _read_eval_pending(workdir: str) -> Optional[int]:
   return pending.get('step') if isinstance(pending, dict) else None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: bool = True) -> Dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint.
-
-  Holds the workdir's lock for the whole run, and stops on SIGTERM / SIGINT
-  in any phase with its progress checkpointed (`preemption.Preempted`).
-  Writes TensorBoard events and `metrics.jsonl` while training, checkpoints
-  under `checkpoints/`, and `summary.json` at the end.
-  Returns:
-    The summary: final eval metrics, parameter count, steps/s, wall time.
-  Raises:
-    WorkdirError if another trainer holds `workdir`, or its checkpoints were
-    saved by a config that changes the train state.
-  """
-  start = time.time()
-  # Validate before anything is generated or written.
-  validate_config(config, num_devices=len(_devices(config)),
-                  process_count=jax.process_count())
-  with PreemptionWatcher() as preemption, WorkdirLock(
-      workdir, jax.process_index()):
-    check_stored_config(workdir, config)
-    lead = jax.process_index() == 0
-    if lead:  # One process generates the data; the others wait for it.
-      data.prepare(config)
-    multihost_utils.sync_global_devices('mmjax: dataset prepared')
-    preemption.check('dataset preparation', step=None)
-    experiment = Experiment(config)
-    experiment.check_workdir(workdir)
-    if lead:
-      atomic_write(os.path.join(workdir, CONFIG_FILE),
-                   config.to_json_best_effort(indent=2))
-    checkpointer = experiment.make_checkpointer(workdir)
-    writer = MetricWriter(workdir)
-    try:
-      summary = _train(experiment, workdir, checkpointer, writer, preemption,
-                       progress)
-    except Exception:
-      # Saves already started hold good states: let them land before failing.
-      checkpointer.wait()
-      raise
-    finally:
-      checkpointer.close()
-      writer.close()
-    summary['wall_time_seconds'] = time.time() - start
-    if lead:
-      atomic_write_json(os.path.join(workdir, SUMMARY_FILE), summary)
-    return summary
-
-
-def _train(experiment: Experiment, workdir: str, checkpointer: Checkpointer,
+def train(experiment, workdir: str, checkpointer: Checkpointer,
            writer: MetricWriter, preemption: PreemptionWatcher,
            progress: bool) -> Dict[str, Any]:
-  """The training loop of `train_and_evaluate`; returns the summary (less
-  the wall time)."""
+  """Trains `experiment` (a `mmjax.experiment.Experiment`) to its last step,
+  resuming from `checkpointer`'s latest step; returns the summary (less the
+  wall time). `mmjax.experiment.train_and_evaluate` sets up the workdir."""
   config, runner = experiment.config, experiment.runner
   lead = jax.process_index() == 0
   batches = experiment.train_iterator()

@@ -14,7 +14,7 @@ import pytest
 from cpu_devices import subprocess_env
 from mmjax.errors import ConfigError
 from mmjax.models import layers
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 from trees import assert_trees_close
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(REPO, 'experiments'))
 
 from mmjax import data  # noqa: E402  (after sys.path)
 from mmjax.train.checkpoint import Checkpointer  # noqa: E402
-from mmjax.train.loop import Experiment  # noqa: E402
+from mmjax.experiment import Experiment  # noqa: E402
 
 
 def _term():

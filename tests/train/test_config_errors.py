@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from mmjax.data.builders import triad
 from mmjax.errors import ConfigError
 from mmjax.registry import DATASETS
-from mmjax.train.loop import train_and_evaluate
+from mmjax.experiment import train_and_evaluate
 
 
 @DATASETS.register('triad_without_audio')

@@ -31,7 +31,7 @@ from mmjax.errors import (CheckpointCorrupt, CheckpointError,
 from mmjax.train import preemption
 from mmjax.train.checkpoint import (CORRUPT_PREFIX, FILES, TMP_MARKER,
                                     Checkpointer)
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 from mmjax.train.warm_start import merge_matching, warm_start
 from mmjax.train.workdir import LOCK_FILE, WorkdirLock
 from mmjax.train.writers import read_metrics

@@ -9,7 +9,7 @@ import pytest
 
 from mmjax.train import writers
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.loop import Experiment, train_and_evaluate
+from mmjax.experiment import Experiment, train_and_evaluate
 from trees import assert_trees_equal
 
 

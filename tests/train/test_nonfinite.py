@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cpu_devices import subprocess_env
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 from trees import assert_trees_equal
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')

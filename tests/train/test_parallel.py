@@ -8,7 +8,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mmjax import partitioning
 from mmjax.train import sharding
-from mmjax.train.loop import Experiment
+from mmjax.experiment import Experiment
 
 
 def _losses(experiment, batches):
