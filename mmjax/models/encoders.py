@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError, check_fields
 from mmjax.models import audio, image, text  # noqa: F401  (registers encoders)
+from mmjax.models import bert  # noqa: F401  (registers 'bert')
 from mmjax.models import layers
 from mmjax.registry import ENCODERS, MODALITIES, Registry
 

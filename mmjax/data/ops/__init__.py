@@ -9,3 +9,4 @@ from mmjax.data.ops import audio  # noqa: F401
 from mmjax.data.ops import general  # noqa: F401
 from mmjax.data.ops import image  # noqa: F401
 from mmjax.data.ops import text  # noqa: F401
+from mmjax.data.ops import wordpiece  # noqa: F401
