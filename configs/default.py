@@ -94,6 +94,9 @@ def get_config(arg=None):
       global_batch_size=64,
       eval_batch_size=256,
       num_workers=0,  # Grain worker processes; 0 reads in the main process.
+      # Batches prepared and put on the devices by a background thread while
+      # the current step runs; 0 prepares each when the loop asks for it.
+      prefetch=2,
       pp_train='',  # Set below by `set_preprocessing`.
       pp_eval='',
   ))
@@ -148,6 +151,13 @@ def get_config(arg=None):
       # Gradients averaged over this many micro-batches of the global batch
       # per step (the same update, a fraction of the activation memory).
       accumulation_steps=1,
+      # Regular expressions of '/'-joined parameter paths, matched from the
+      # start: parameters never updated (e.g. ('text_encoder/',)), and
+      # ((pattern, peak learning rate), ...) for parameters that train at
+      # their own rate (e.g. a pretrained tower's). See
+      # mmjax/train/optimizer.py.
+      frozen=(),
+      param_learning_rates=(),
   ))
 
   # Persistent XLA compilation cache ('' = off): reruns skip compilation.

@@ -95,13 +95,17 @@ class Experiment:
                        config.parallel.tower_rules.items()},
           **common)
 
-  def train_iterator(self):
+  def train_iterator(self, on_device: bool = False):
+    """This host's training batches: NumPy, or with `on_device` global arrays
+    on the runner's devices, prefetched by `config.input.prefetch`."""
     return data.train_iterator(
         self.spec, self.pp_train,
         batch_size=self.config.input.global_batch_size // jax.process_count(),
         seed=self.config.seed, shard_index=jax.process_index(),
         shard_count=jax.process_count(),
-        num_workers=self.config.input.num_workers)
+        num_workers=self.config.input.num_workers,
+        prefetch=self.config.input.prefetch if on_device else 0,
+        put=self.runner.put if on_device else None)
 
   def eval_batches(self) -> Iterator[Mapping[str, np.ndarray]]:
     return data.eval_iterator(

@@ -92,6 +92,10 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                   'max_consecutive_nonfinite_steps',
                   'input.global_batch_size', 'input.eval_batch_size',
                   'model.dim')
+  if config.input.prefetch < 0:
+    raise ConfigError('input.prefetch', f'{config.input.prefetch} is negative; '
+                      'use 0 (no prefetch) or the number of batches to '
+                      'prepare ahead.')
   modalities = tuple(config.model.modalities)
   if not modalities:
     raise ConfigError('model.modalities', 'needs at least one modality.')
@@ -115,7 +119,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                       "name; use e.g. 'float32' or 'bfloat16'.") from None
 
   task = TASKS.get(config.task.name, field='task.name')(config.task, spec,
-                                                       pp_train.meta)
+                                                       pp_train)
   check_optimizer_config(config.optimizer, config.num_train_steps)
 
   if config.parallel.mode not in PARALLEL_MODES:

@@ -14,7 +14,7 @@ is asynchronous, so the device does not wait for the host.
 """
 import functools
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import grain
 import jax
@@ -121,7 +121,9 @@ class _HostRows(grain.MapDataset):
 
 def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
                    seed: int, shard_index: int = 0, shard_count: int = 1,
-                   num_workers: int = 0) -> grain.DatasetIterator:
+                   num_workers: int = 0, prefetch: int = 0,
+                   put: Optional[Callable[[Any], Any]] = None
+                   ) -> grain.DatasetIterator:
   """An endless iterator of this host's rows of preprocessed, shuffled
   training batches.
 
@@ -144,6 +146,12 @@ def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
     shard_index, shard_count: this host's index and the number of hosts.
     num_workers: Grain worker processes that preprocess in parallel; 0 reads
       in this process.
+    prefetch: batches a background thread prepares ahead of the consumer
+      (and, with `put`, moves to the devices), so that the next batches are
+      ready while the current step runs; 0 prepares each on demand. The
+      iterator's state stays that of the last batch consumed.
+    put: host batch -> batch on the devices (the runner's `put`), applied in
+      the background thread; None yields host batches.
   Returns:
     A Grain DatasetIterator of dicts `key -> [batch_size, ...]` numpy arrays
     (the keys of `example_spec(spec, pp)`).
@@ -167,6 +175,14 @@ def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
         .to_iter_dataset(_READ_OPTIONS))
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  if prefetch > 0:
+    ds = grain.experimental.ThreadPrefetchIterDataset(
+        ds, prefetch_buffer_size=prefetch)
+  if put is not None:
+    ds = ds.map(put)
+    if prefetch > 0:  # A second stage holds batches already on the devices.
+      ds = grain.experimental.ThreadPrefetchIterDataset(
+          ds, prefetch_buffer_size=prefetch)
   return iter(ds)
 
 

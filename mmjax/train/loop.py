@@ -7,13 +7,13 @@ from typing import Any, Dict, Mapping, Optional
 import jax
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from mmjax.fileio import atomic_write_json, read_json_or_none
 from mmjax.tasks.base import split_predictions
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.nonfinite import NonFiniteGuard
 from mmjax.train.preemption import Interrupted, PreemptionWatcher
+from mmjax.train.progress import Progress
 from mmjax.train.warm_start import warm_start
 from mmjax.train.writers import MetricWriter
 
@@ -34,14 +34,14 @@ def _read_eval_pending(workdir: str) -> Optional[int]:
 
 
 def train(experiment, workdir: str, checkpointer: Checkpointer,
-           writer: MetricWriter, preemption: PreemptionWatcher,
-           progress: bool) -> Dict[str, Any]:
+          writer: MetricWriter, preemption: PreemptionWatcher,
+          progress: bool) -> Dict[str, Any]:
   """Trains `experiment` (a `mmjax.experiment.Experiment`) to its last step,
   resuming from `checkpointer`'s latest step; returns the summary (less the
   wall time). `mmjax.experiment.train_and_evaluate` sets up the workdir."""
   config, runner = experiment.config, experiment.runner
   lead = jax.process_index() == 0
-  batches = experiment.train_iterator()
+  batches = experiment.train_iterator(on_device=True)
   state = runner.init(experiment.init_rng)
   latest, restored = checkpointer.restore_latest(runner.restore_target(),
                                                  batches)
@@ -58,14 +58,21 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
                runner.describe(state))
 
   total = config.num_train_steps
-  bar = tqdm(total=total, initial=first_step, unit='step', dynamic_ncols=True,
-             disable=not (progress and lead))
+  report = Progress(total, initial=first_step, enabled=progress and lead)
+  guard = NonFiniteGuard(config.max_consecutive_nonfinite_steps)
+  guard.total = int(runner.fetch(state.nonfinite.total))
   # Training speed: the steps after the first (which compiles), excluding the
   # time spent in evaluation.
   timed_steps, eval_seconds, timer = 0, 0.0, None
-  guard = NonFiniteGuard(config.max_consecutive_nonfinite_steps,
-                         runner.fetch)
-  checked = None  # (step, metrics) whose finiteness is still to be read.
+
+  def sync(step: int, metrics) -> Dict[str, Any]:
+    """Step `step`'s metrics on the host, once its non-finite counts pass the
+    guard: the loop's only reads of device values, at log, eval and
+    checkpoint steps, so the device never waits for the host in between."""
+    host, counts = runner.fetch((metrics, state.nonfinite))
+    guard.check(step, counts, host)
+    checkpointer.check()  # A failed save stops the run now.
+    return host
 
   def evaluate(step: int) -> Dict[str, float]:
     """Evaluates `state` (at `step`) and writes the records; raises
@@ -78,7 +85,7 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
     eval_seconds += time.time() - eval_start
     writer.write(step, 'eval', metrics)
     writer.write_predictions(step, 'eval', predictions)
-    bar.write(f'step {step}: ' + ', '.join(
+    report.write(f'step {step}: ' + ', '.join(
         f'{k}={v:.4f}' for k, v in sorted(metrics.items())))
     pending = os.path.join(workdir, EVAL_PENDING_FILE)
     if lead and os.path.exists(pending):
@@ -86,10 +93,6 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
     return metrics
 
   def save(step: int, metrics: Optional[Mapping[str, float]]) -> None:
-    nonlocal checked
-    if checked is not None:  # Never save the state of a failing run.
-      guard.check(*checked)
-      checked = None
     checkpointer.save(step, runner.to_checkpoint(state), batches,
                       metrics=metrics)
 
@@ -101,25 +104,22 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
       preemption.check(f'the evaluation of step {latest}', step=latest)
   for step in range(first_step + 1, total + 1):
     state, metrics = runner.train_step(state, next(batches))
-    # Read the previous step's flag while this one runs: the device never
-    # waits for the host.
-    if checked is not None:
-      guard.check(*checked)
-    checked = (step, metrics)
-    bar.update(1)
-    if timer is None:
+    report.update(step)
+    if timer is None:  # The first step compiled: the clock starts after it.
       jax.block_until_ready(metrics)
       timer = time.time()
     else:
       timed_steps += 1
-    if step % config.log_every_steps == 0 or step == total:
-      guard.check(*checked)  # This step's count goes into its record.
-      checked = None
-      checkpointer.check()  # A failed save stops the run now.
-      host = runner.fetch(metrics)
-      writer.write(step, 'train', {**host, 'nonfinite_steps': guard.total})
-      bar.set_postfix(loss=f'{host["loss"]:.4f}')
+    is_log = step % config.log_every_steps == 0 or step == total
     is_eval = step % config.eval_every_steps == 0 or step == total
+    scheduled = step % config.checkpoint_every_steps == 0 or step == total
+    stop = preemption.requested(step)
+    if not (is_log or is_eval or scheduled or stop):
+      continue
+    host = sync(step, metrics)  # Never evaluate or save a failing run.
+    if is_log:
+      writer.write(step, 'train', {**host, 'nonfinite_steps': guard.total})
+      report.postfix = f'loss={host["loss"]:.4f}'
     if is_eval:
       try:
         eval_metrics = evaluate(step)
@@ -133,19 +133,15 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
         logging.warning('Preempted during the evaluation of step %d: saved '
                         'it; the evaluation runs again on resume.', step)
         raise preemption.stop(step)
-    scheduled = step % config.checkpoint_every_steps == 0 or step == total
-    stop = preemption.requested(step)
     if scheduled or stop:
       save(step, eval_metrics if is_eval else None)
     if stop:
       checkpointer.wait()
       logging.warning('Preempted: saved step %d; stopping.', step)
       raise preemption.stop(step)
-  if checked is not None:
-    guard.check(*checked)
   jax.block_until_ready(state)
   train_seconds = time.time() - timer - eval_seconds if timer else 0.0
-  bar.close()
+  report.close()
   if eval_metrics is None:  # Nothing left to train: evaluate what was restored.
     try:
       eval_metrics = evaluate(total)

@@ -1,11 +1,12 @@
 """The loop's guard against non-finite training steps.
 
 The train step itself never applies a non-finite update (`steps.train_step`
-keeps the state and reports `nonfinite`); this guard counts such steps and
-stops the run when `limit` come in a row, naming the step and the metrics
-that were not finite.
+keeps the state) and counts such steps in the state (`steps.NonFiniteCounts`).
+The loop reads the counts only where it syncs anyway (log, eval and
+checkpoint steps) and this guard stops the run once `limit` came in a row,
+before a state of a failing run is saved.
 """
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from absl import logging
 import numpy as np
@@ -16,36 +17,42 @@ class NonFiniteError(RuntimeError):
 
 
 class NonFiniteGuard:
-  """Counts steps whose metrics say `nonfinite`.
+  """Checks the non-finite counts of a train state.
 
   Attributes:
-    total: non-finite steps so far.
-    streak: consecutive non-finite steps up to the last one checked.
+    total: non-finite steps up to the last check.
   """
 
-  def __init__(self, limit: int, fetch: Callable[[Any], Any]):
-    """`limit`: consecutive non-finite steps that stop the run; `fetch`:
-    device values -> host values (the runner's)."""
-    self.limit, self._fetch = limit, fetch
-    self.total = self.streak = 0
+  def __init__(self, limit: int):
+    """`limit`: consecutive non-finite steps that stop the run."""
+    self.limit = limit
+    self.total = 0
 
-  def check(self, step: int, metrics: Mapping[str, Any]) -> None:
-    """Reads step `step`'s `nonfinite` flag (a sync on that step only).
+  def check(self, step: int, counts: Any, metrics: Mapping[str, Any]) -> None:
+    """Reads the host copies of a state's `NonFiniteCounts` after `step`.
 
+    Args:
+      step: the last step trained.
+      counts: `state.nonfinite`, fetched to the host.
+      metrics: step `step`'s metrics on the host, to name what was not finite.
     Raises:
-      NonFiniteError: at the `limit`-th non-finite step in a row.
+      NonFiniteError: if `limit` consecutive steps up to now were non-finite.
     """
-    if not float(self._fetch(metrics['nonfinite'])):
-      self.streak = 0
+    new = int(counts.total) - self.total
+    self.total = int(counts.total)
+    if not new:
       return
-    self.total += 1
-    self.streak += 1
-    host = self._fetch(metrics)
-    bad = ', '.join(k for k, v in sorted(host.items())
-                    if not np.all(np.isfinite(v)))
-    message = (f'step {step}: non-finite {bad}; the update was skipped '
-               f'({self.streak} in a row, {self.total} in all)')
-    if self.streak >= self.limit:
+    streak = int(counts.streak)
+    if streak:
+      bad = ', '.join(k for k, v in sorted(metrics.items())
+                      if not np.all(np.isfinite(v)))
+      message = (f'step {step}: non-finite {bad}; the update was skipped '
+                 f'({streak} in a row, {self.total} in all)')
+    else:
+      message = (f'steps up to {step}: {new} non-finite steps were skipped '
+                 f'({self.total} in all; the longest streak was '
+                 f'{int(counts.longest)})')
+    if int(counts.longest) >= self.limit:
       raise NonFiniteError(
           f'{message}. Stopping after {self.limit} consecutive non-finite '
           'steps: lower optimizer.learning_rate, check the data, or raise '

@@ -36,6 +36,10 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+def _on_devices(batch) -> bool:
+  return all(isinstance(x, jax.Array) for x in jax.tree.leaves(batch))
+
+
 class _Runner:
   """What both modes share: the step functions bound to model, optimizer and task."""
 
@@ -161,6 +165,10 @@ class JitRunner(_Runner):
     return self._init(rng)
 
   def put(self, host_batch: HostBatch):
+    """This host's rows -> global arrays on the mesh (a batch already on the
+    devices, e.g. from a prefetching iterator, is returned as it is)."""
+    if _on_devices(host_batch):
+      return host_batch
     self.check_batch(host_batch)
     return sharding_lib.host_to_global(host_batch, self.batch_sharding)
 
@@ -221,7 +229,10 @@ class PmapRunner(_Runner):
     return self.from_checkpoint(self._init(rng))
 
   def put(self, host_batch: HostBatch):
-    """[B_local, ...] -> [local devices, B_local / devices, ...] on the devices."""
+    """[B_local, ...] -> [local devices, B_local / devices, ...] on the devices
+    (a batch already there is returned as it is)."""
+    if _on_devices(host_batch):
+      return host_batch
     self.check_batch(host_batch)
     n = len(self.devices)
     return jax.device_put(

@@ -17,12 +17,36 @@ Metrics = Mapping[str, jax.Array]
 
 
 @flax.struct.dataclass
+class NonFiniteCounts:
+  """Steps whose loss or gradient was not finite (int32 scalars), counted on
+  the device so that the host reads them only when it logs, evaluates or
+  saves (`mmjax.train.nonfinite.NonFiniteGuard`)."""
+  streak: jax.Array  # Consecutive non-finite steps up to this one.
+  longest: jax.Array  # The longest streak so far.
+  total: jax.Array
+
+  @classmethod
+  def zeros(cls) -> 'NonFiniteCounts':
+    zero = jnp.zeros((), jnp.int32)
+    return cls(streak=zero, longest=zero, total=zero)
+
+  def add(self, finite: jax.Array) -> 'NonFiniteCounts':
+    """The counts after one more step, finite or not."""
+    bad = 1 - finite.astype(jnp.int32)
+    streak = (self.streak + 1) * bad
+    return NonFiniteCounts(streak=streak,
+                           longest=jnp.maximum(self.longest, streak),
+                           total=self.total + bad)
+
+
+@flax.struct.dataclass
 class TrainState:
   """Everything a training run updates; all leaves are arrays (checkpointable)."""
   step: jax.Array
   params: Any
   batch_stats: Any  # BatchNorm running statistics; {} for models without.
   opt_state: Any
+  nonfinite: NonFiniteCounts
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation,
@@ -34,7 +58,8 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation,
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}),
-                    opt_state=tx.init(params))
+                    opt_state=tx.init(params),
+                    nonfinite=NonFiniteCounts.zeros())
 
 
 def _variables(params: Any, batch_stats: Any) -> Mapping[str, Any]:
@@ -138,7 +163,7 @@ def _apply_gradients(state: TrainState, grads: Any, metrics: Metrics,
   params = optax.apply_updates(state.params, updates)
   # A step with a non-finite loss or gradient leaves parameters, optimizer
   # state and batch statistics bitwise as they were (the step counter and
-  # the data move on); `nonfinite` reports it to the loop's guard.
+  # the data move on); the state's `nonfinite` counts tell the loop's guard.
   # The gradient norm is finite iff every gradient is (or it overflows past
   # 1e19, which counts as divergence too).
   grad_norm = optax.tree.norm(grads)
@@ -153,7 +178,8 @@ def _apply_gradients(state: TrainState, grads: Any, metrics: Metrics,
              'learning_rate': schedule(state.step),
              'nonfinite': 1. - finite.astype(jnp.float32)}
   new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
+                            batch_stats=batch_stats, opt_state=opt_state,
+                            nonfinite=state.nonfinite.add(finite))
   return new_state, metrics
 
 
