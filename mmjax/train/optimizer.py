@@ -22,11 +22,27 @@ Fields (defaults in `default_optimizer_config`):
   accumulation_steps        micro-batches per step, whose gradients the
                             train step (`mmjax.train.steps`) averages
                             before one update; checked in `mmjax.validate`.
+  frozen                    regular expressions of parameter paths
+                            ('/'-joined scopes, e.g. 'text_encoder/' for a
+                            tower, 'text_encoder/(word|layer[0-3])/' for
+                            parts) matched from the path's start: those
+                            parameters are never updated (no weight decay,
+                            no optimizer state).
+  param_learning_rates      ((pattern, peak learning rate), ...): the
+                            parameters a pattern matches (as for `frozen`)
+                            train with that peak instead of learning_rate,
+                            on the same warmup and decay; e.g. a pretrained
+                            tower's smaller rate: (('text_encoder/', 5e-5),).
+Each pattern must match some parameter (checked when the optimizer state is
+initialised). With `frozen` or `param_learning_rates` set, the update is an
+`optax.multi_transform` with one label per parameter path; gradient clipping
+then sees only the trained parameters' gradients.
 Fields the chosen optimizer does not use are ignored, so that one config
 switches optimizer with a single `--config.optimizer.name=...` override.
 """
 import numbers
-from typing import Any, Callable, Tuple
+import re
+from typing import Any, Callable, Dict, List, Tuple
 
 import flax.linen as nn
 import jax
@@ -45,7 +61,21 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       name='adamw', learning_rate=1e-3, warmup_steps=0, schedule='cosine',
       end_learning_rate_factor=0.0, weight_decay=0.0, b1=0.9, b2=0.999,
       eps=1e-8, momentum=0.9, nesterov=False, grad_clip_norm=None,
-      accumulation_steps=1))
+      accumulation_steps=1, frozen=(), param_learning_rates=()))
+
+
+def _is_box(x: Any) -> bool:
+  return isinstance(x, nn.meta.AxisMetadata)
+
+
+def _map_paths(fn: Callable[[str, Any], Any], params: Any) -> Any:
+  """fn('/'-joined path, unboxed leaf) for every parameter; a boxed
+  parameter gets one value in place of its box (a prefix of `params`, which
+  optax's masks and labels take), so boxed and unboxed params agree."""
+  def visit(path, leaf):
+    value = leaf.unbox() if _is_box(leaf) else leaf
+    return fn('/'.join(str(getattr(k, 'key', k)) for k in path), value)
+  return jax.tree_util.tree_map_with_path(visit, params, is_leaf=_is_box)
 
 
 def decay_mask(params: Any) -> Any:
@@ -64,13 +94,10 @@ def decay_mask(params: Any) -> Any:
     parameter gets one bool in place of its box (a prefix of `params`, which
     is what `optax.masked` takes), so boxed and unboxed params agree.
   """
-  def decay(path, leaf) -> bool:
-    value = leaf.unbox() if isinstance(leaf, nn.meta.AxisMetadata) else leaf
-    name = getattr(path[-1], 'key', None) if path else None
-    return value.ndim >= 2 and name not in _NO_DECAY_NAMES
+  def decay(path: str, value) -> bool:
+    return value.ndim >= 2 and path.rsplit('/', 1)[-1] not in _NO_DECAY_NAMES
 
-  return jax.tree_util.tree_map_with_path(
-      decay, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+  return _map_paths(decay, params)
 
 
 def _add_l2(weight_decay: float, tx: optax.GradientTransformation):
@@ -151,12 +178,88 @@ def check_optimizer_config(cfg: ml_collections.ConfigDict,
   if clip is not None and (not _is_number(clip) or clip < 0):
     raise ConfigError('optimizer.grad_clip_norm', 'must be a number >= 0, or '
                       f'0 / None for no clipping, got {clip!r}.')
+  _check_groups(c)
   return c
+
+
+def _check_pattern(pattern: Any, field: str) -> None:
+  if not isinstance(pattern, str) or not pattern:
+    raise ConfigError(field, f'must be a non-empty regular expression of '
+                      f"parameter paths (e.g. 'text_encoder/'), got "
+                      f'{pattern!r}.')
+  try:
+    re.compile(pattern)
+  except re.error as e:
+    raise ConfigError(field, f'{pattern!r} is not a regular expression: '
+                      f'{e}.') from None
+
+
+def _check_groups(c: ml_collections.ConfigDict) -> None:
+  """Checks `frozen` and `param_learning_rates` (see the module doc)."""
+  if isinstance(c.frozen, str) or not isinstance(c.frozen, (tuple, list)):
+    raise ConfigError('optimizer.frozen', 'must be a tuple of regular '
+                      "expressions, e.g. ('text_encoder/',), got "
+                      f'{c.frozen!r}.')
+  for i, pattern in enumerate(c.frozen):
+    _check_pattern(pattern, f'optimizer.frozen[{i}]')
+  groups = c.param_learning_rates
+  if not isinstance(groups, (tuple, list)):
+    raise ConfigError('optimizer.param_learning_rates', 'must be a tuple of '
+                      "(pattern, learning rate) pairs, e.g. (('text_encoder/',"
+                      f' 5e-5),), got {groups!r}.')
+  for i, group in enumerate(groups):
+    field = f'optimizer.param_learning_rates[{i}]'
+    if (not isinstance(group, (tuple, list)) or len(group) != 2 or
+        not _is_number(group[1]) or group[1] <= 0):
+      raise ConfigError(field, 'must be a (pattern, learning rate > 0) pair,'
+                        f' got {group!r}.')
+    _check_pattern(group[0], field)
+
+
+def _labels(c: ml_collections.ConfigDict) -> Callable[[Any], Any]:
+  """params -> a label per parameter: 'frozen', 'group<i>' (the first
+  pattern of `param_learning_rates` that matches) or 'default'.
+
+  Raises ConfigError for a pattern that matches no parameter, or a
+  parameter that two learning-rate patterns match.
+  """
+  patterns = ([('frozen', p, f'optimizer.frozen[{i}]')
+               for i, p in enumerate(c.frozen)] +
+              [(f'group{i}', g[0], f'optimizer.param_learning_rates[{i}]')
+               for i, g in enumerate(c.param_learning_rates)])
+
+  def labels(params: Any) -> Any:
+    used: Dict[str, List[str]] = {field: [] for _, _, field in patterns}
+
+    def label(path: str, value) -> str:
+      del value
+      matched = [(name, field) for name, p, field in patterns
+                 if re.match(p, path)]
+      for _, field in matched:
+        used[field].append(path)
+      groups = {field for name, field in matched if name != 'frozen'}
+      if len(groups) > 1:
+        raise ConfigError(sorted(groups)[1], f'parameter {path} is matched '
+                          f'by {" and ".join(sorted(groups))}; give each '
+                          'parameter at most one learning rate.')
+      # Frozen wins over a learning rate (its patterns come first).
+      return matched[0][0] if matched else 'default'
+    tree = _map_paths(label, params)
+    if any(not paths for paths in used.values()):
+      field = next(f for f, paths in used.items() if not paths)
+      scopes = sorted({p.split('/', 1)[0] for p in jax.tree.leaves(
+          _map_paths(lambda path, v: path, params))})
+      raise ConfigError(field, 'matches no parameter; parameter paths are '
+                        "'/'-joined scopes starting with one of: "
+                        f'{", ".join(scopes)}.')
+    return tree
+  return labels
 
 
 def make_schedule(cfg: ml_collections.ConfigDict,
                   num_train_steps: int) -> Callable[[Any], Any]:
-  """The learning rate as a function of the step (0-based, jit-able)."""
+  """The learning rate as a function of the step (0-based, jit-able), for
+  the parameters `param_learning_rates` does not name."""
   c = check_optimizer_config(cfg, num_train_steps)
   decay = _DECAYS[c.schedule](c.learning_rate, c.end_learning_rate_factor,
                               num_train_steps - c.warmup_steps)
@@ -169,10 +272,25 @@ def make_schedule(cfg: ml_collections.ConfigDict,
 def make_optimizer(
     cfg: ml_collections.ConfigDict, num_train_steps: int
 ) -> Tuple[optax.GradientTransformation, Callable[[Any], Any]]:
-  """Returns (optax transformation, learning-rate schedule) for `cfg`."""
+  """Returns (optax transformation, learning-rate schedule) for `cfg`; the
+  schedule is that of the parameters `param_learning_rates` does not name."""
   c = check_optimizer_config(cfg, num_train_steps)
   schedule = make_schedule(c, num_train_steps)
   tx = _OPTIMIZERS[c.name](c, schedule)
-  if c.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), tx)
-  return tx, schedule
+  clip = ([optax.clip_by_global_norm(c.grad_clip_norm)]
+          if c.grad_clip_norm else [])
+  if not (c.frozen or c.param_learning_rates):
+    return optax.chain(*clip, tx) if clip else tx, schedule
+  transforms = {'default': tx, 'frozen': optax.set_to_zero()}
+  for i, (_, lr) in enumerate(c.param_learning_rates):
+    group = ml_collections.ConfigDict({**c.to_dict(), 'learning_rate': lr})
+    transforms[f'group{i}'] = _OPTIMIZERS[c.name](
+        group, make_schedule(group, num_train_steps))
+  labels = _labels(c)
+  # Frozen gradients are zeroed before clipping, so that the global norm is
+  # the trained parameters' own.
+  frozen = lambda params: jax.tree.map(lambda l: l == 'frozen',
+                                       labels(params))
+  tx = optax.multi_transform(transforms, labels)
+  return optax.chain(optax.masked(optax.set_to_zero(), frozen), *clip,
+                     tx), schedule

@@ -126,3 +126,113 @@ def test_bad_config_raises_config_error(fields, field, match):
   assert error.value.field == field
   with pytest.raises(ConfigError):
     make_optimizer(config(**fields), num_train_steps=10)
+
+
+def tower_params():
+  """Two towers and a head, as a model's top-level scopes name them."""
+  return {'text_encoder': {'word': {'embedding': jnp.ones((5, 2))},
+                           'layer0': {'fc1': {'kernel': jnp.ones((2, 2)),
+                                              'bias': jnp.ones(2)}}},
+          'image_encoder': {'conv': {'kernel': jnp.ones((2, 2))}},
+          'head': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones(3)}}
+
+
+def flat(tree):
+  return {jax.tree_util.keystr(p, simple=True, separator='/'): x
+          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_frozen_parameters_never_change_and_hold_no_optimizer_state():
+  params = tower_params()
+  tx, _ = make_optimizer(config(
+      weight_decay=0.5, learning_rate=0.1,
+      frozen=('text_encoder/word/', 'image_encoder/')), 10)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  new = params
+  for _ in range(3):
+    grads = jax.tree.map(jnp.ones_like, new)
+    updates, state = step(grads, state, new)
+    new = optax.apply_updates(new, updates)
+  for path, value in flat(new).items():
+    frozen = path.startswith(('text_encoder/word/', 'image_encoder/'))
+    changed = not np.array_equal(value, flat(params)[path])
+    assert changed != frozen, path
+  # Adam moments exist for the trained parameters only.
+  moments = sum(x.size for x in jax.tree.leaves(state))
+  trained = sum(x.size for p, x in flat(params).items()
+                if not p.startswith(('text_encoder/word/', 'image_encoder/')))
+  assert moments == 2 * trained + 2  # mu, nu and two step counts.
+
+
+def test_param_learning_rates_scale_their_groups_updates():
+  params = tower_params()
+  tx, schedule = make_optimizer(config(
+      name='sgd', momentum=0.0, learning_rate=1.0, warmup_steps=2,
+      schedule='linear', param_learning_rates=(('text_encoder/', 0.1),)), 10)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for step in range(4):
+    updates, state = tx.update(grads, state, params)
+    for path, update in flat(updates).items():
+      peak = 0.1 if path.startswith('text_encoder/') else 1.0
+      # Same warmup and decay, scaled to the group's peak.
+      np.testing.assert_allclose(update, -peak * schedule(step), rtol=1e-6,
+                                 err_msg=path)
+
+
+def test_frozen_wins_and_clipping_sees_only_trained_gradients():
+  params = {'a': jnp.zeros(2), 'b': jnp.zeros(2)}
+  grads = {'a': jnp.array([3.0, 4.0]), 'b': jnp.array([300.0, 400.0])}
+  tx, _ = make_optimizer(config(
+      name='sgd', momentum=0.0, grad_clip_norm=10.0, frozen=('b',),
+      param_learning_rates=(('b', 0.5),)), 10)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Unclipped: the trained gradient's norm (5) is below 10.
+  np.testing.assert_allclose(updates['a'], [-3.0, -4.0], rtol=1e-6)
+  np.testing.assert_array_equal(updates['b'], [0.0, 0.0])
+
+
+def test_boxed_parameters_get_the_same_labels():
+  boxed = jax.jit(Block().init)(jax.random.key(0), jnp.zeros((1, 4, 4)))[
+      'params']
+  params = nn.meta.unbox(boxed)
+  tx, _ = make_optimizer(config(frozen=('TransformerBlock_0/attn/',),
+                                param_learning_rates=(('Dense_0/', 0.1),)),
+                         10)
+  boxed_state = nn.meta.unbox(tx.init(boxed))
+  plain_state = tx.init(params)
+  assert (jax.tree.structure(boxed_state) ==
+          jax.tree.structure(plain_state))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), boxed_state,
+                         params)
+  for path, update in flat(updates).items():
+    assert (not np.any(update)) == path.startswith(
+        'TransformerBlock_0/attn/'), path
+
+
+@pytest.mark.parametrize('fields, field, match', [
+    (dict(frozen='text_encoder/'), 'optimizer.frozen', 'tuple'),
+    (dict(frozen=('(',)), 'optimizer.frozen[0]', 'not a regular expression'),
+    (dict(param_learning_rates=(('head/', 0.0),)),
+     'optimizer.param_learning_rates[0]', 'learning rate > 0'),
+    (dict(param_learning_rates=('head/',)),
+     'optimizer.param_learning_rates[0]', 'pair'),
+])
+def test_bad_freeze_or_group_config_raises_config_error(fields, field, match):
+  with pytest.raises(ConfigError, match=match) as error:
+    make_optimizer(config(**fields), num_train_steps=10)
+  assert error.value.field == field
+
+
+@pytest.mark.parametrize('fields, field, match', [
+    (dict(frozen=('text_encodr/',)), 'optimizer.frozen[0]',
+     'matches no parameter.*head, image_encoder, text_encoder'),
+    (dict(param_learning_rates=(('text_encoder/', 0.1), ('text_', 0.2))),
+     'optimizer.param_learning_rates[1]', 'at most one learning rate'),
+])
+def test_patterns_are_checked_against_the_parameters(fields, field, match):
+  tx, _ = make_optimizer(config(**fields), num_train_steps=10)
+  with pytest.raises(ConfigError, match=match) as error:
+    tx.init(tower_params())
+  assert error.value.field == field
