@@ -192,8 +192,8 @@ def test_config_overrides_size_and_passes_model_fields():
 
 
 @pytest.mark.parametrize('modality,cfg,field,words', [
-    ('text', dict(name='bert'), 'model.encoders.text.name',
-     ['embedding_bag', 'gru', 'lstm', 'transformer']),
+    ('text', dict(name='gpt'), 'model.encoders.text.name',
+     ['bert', 'embedding_bag', 'gru', 'lstm', 'transformer']),
     ('audio', dict(size='tiny'), 'model.encoders.audio.name', ['cnn']),
     ('image', dict(name='resnet', size='huge'), 'model.encoders.image.size',
      ['tiny', 'small', 'resnet50']),
