@@ -5,12 +5,10 @@ Every function runs one `lax.while_loop` over at most `max_len` steps of a
 time. Everything is batched over the leading axis and pure `jnp`, so under
 `jax.jit` with a batch-sharded input the decode is sharded the same way.
 
-Token conventions (the one place that defines them):
-  * id `PAD_ID` (0) is padding, as in `mmjax.data.tokenizers`.
-  * The tokenizers have no begin/end-of-sequence ids of their own (the word
-    and byte tokenizers), so `bos_id` and `eos_id` are arguments of every
-    function here; a task picks them (e.g. SentencePiece's 2 and 3, or two
-    ids appended after a closed vocabulary).
+Token conventions (defined in `mmjax.tokens`):
+  * id `PAD_ID` (0) is padding.
+  * `bos_id` and `eos_id` are arguments of every function here; a task picks
+    them (`tokens.special_ids`: the two ids after the target vocabulary).
   * A target sequence is the tokenizer's ids followed by `eos_id`
     (`append_eos`); the decoder is teacher-forced on `bos_id` followed by the
     target without its last token (`shift_right`).
@@ -31,7 +29,7 @@ from typing import Any, Callable, Tuple
 import jax
 import jax.numpy as jnp
 
-from mmjax.data.tokenizers import PAD_ID
+from mmjax.tokens import PAD_ID
 
 State = Any
 StepFn = Callable[[jax.Array, State, jax.Array], Tuple[jax.Array, State]]

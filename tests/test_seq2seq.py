@@ -21,6 +21,7 @@ from mmjax.data.builders import scenes
 from mmjax.errors import ConfigError
 from mmjax.metrics import text as text_metrics
 from mmjax.models import decoders
+from mmjax.tasks import seq2seq
 from mmjax.experiment import Experiment, train_and_evaluate
 from mmjax.validate import validate_config
 
@@ -65,19 +66,19 @@ def test_one_sharded_train_step_equals_one_device(data_dir, task):
 def test_ctc_loss_and_best_path_on_hand_cases():
   # One frame, target [t]: the loss is -log p(t) of that frame.
   probs = np.array([[[0.1, 0.6, 0.3]]])
-  loss = decoders.ctc_losses(jnp.log(probs), jnp.ones((1, 1)),
-                             jnp.array([[1]]), jnp.ones((1, 1)))
+  loss = seq2seq.ctc_losses(jnp.log(probs), jnp.ones((1, 1)),
+                            jnp.array([[1]]), jnp.ones((1, 1)))
   np.testing.assert_allclose(loss, [-math.log(0.6)], rtol=1e-5)
   # Two frames, target [1]: paths 1 1, 1 _, _ 1 (blank 0).
   probs = np.array([[[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]]])
-  loss = decoders.ctc_losses(jnp.log(probs), jnp.ones((1, 2)),
-                             jnp.array([[1, 0]]), jnp.array([[1, 0]]))
+  loss = seq2seq.ctc_losses(jnp.log(probs), jnp.ones((1, 2)),
+                            jnp.array([[1, 0]]), jnp.array([[1, 0]]))
   expected = 0.5 * 0.4 + 0.5 * 0.4 + 0.2 * 0.4
   np.testing.assert_allclose(loss, [-math.log(expected)], rtol=1e-5)
   # A row without target tokens (padding) costs nothing.
-  assert decoders.ctc_losses(jnp.zeros((1, 2, 3)), jnp.ones((1, 2)),
-                             jnp.zeros((1, 1), jnp.int32),
-                             jnp.zeros((1, 1)))[0] == 0
+  assert seq2seq.ctc_losses(jnp.zeros((1, 2, 3)), jnp.ones((1, 2)),
+                            jnp.zeros((1, 1), jnp.int32),
+                            jnp.zeros((1, 1)))[0] == 0
   # Best path: repeats merge, blanks split them, masked frames are ignored,
   # tokens beyond max_len are dropped.
   best = jnp.array([[3, 3, 0, 3, 2, 2, 0, 4]])
@@ -85,6 +86,17 @@ def test_ctc_loss_and_best_path_on_hand_cases():
   mask = jnp.array([[1, 1, 1, 1, 1, 1, 1, 0]])
   assert decoders.ctc_greedy(logits, mask, 5).tolist() == [[3, 3, 2, 0, 0]]
   assert decoders.ctc_greedy(logits, mask, 2).tolist() == [[3, 3]]
+
+
+def test_token_losses_hand_cases():
+  # Uniform logits: log V per token, whatever the target.
+  losses = seq2seq.token_losses(jnp.zeros((1, 3, 4)), jnp.array([[1, 2, 3]]))
+  np.testing.assert_allclose(losses, [[math.log(4)] * 3], rtol=1e-6)
+  # p = (.75, .25), target 0, smoothing .2: labels (.9, .1).
+  logits = jnp.log(jnp.array([[[0.75, 0.25]]]))
+  loss = seq2seq.token_losses(logits, jnp.array([[0]]), label_smoothing=0.2)
+  assert loss[0, 0] == pytest.approx(
+      -(0.9 * math.log(.75) + 0.1 * math.log(.25)), rel=1e-5)
 
 
 def test_tokenizers_decode_what_they_encode():

@@ -15,14 +15,27 @@ so augmentations are reproducible and resume exactly.
 """
 import ast
 import dataclasses
-from typing import Any, ClassVar, Dict, List, Mapping, Optional
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Protocol
 
 import numpy as np
 
+from mmjax.data.tokenizers import Tokenizer
 from mmjax.errors import ConfigError
 from mmjax.registry import OPS
 
 Example = Dict[str, Any]
+
+
+class TextTokenizer(Protocol):
+  """How a pipeline tokenizes one text key, for tasks that turn ids back
+  into text (`Preprocess.tokenizers`)."""
+
+  @property
+  def max_vocab_size(self) -> int:
+    """An upper bound of the ids, known before a tokenizer is trained."""
+
+  def get_tokenizer(self) -> Tokenizer:
+    """The tokenizer (it may be trained by `Preprocess.prepare`)."""
 
 
 class Op:
@@ -47,6 +60,11 @@ class Op:
 
     Runs once on process 0 after the dataset is prepared.
     """
+
+  def tokenizers(self) -> Mapping[str, TextTokenizer]:
+    """Example key -> how this op tokenizes it (after `setup`); {} for an
+    op that tokenizes nothing."""
+    return {}
 
   def __call__(self, example: Example, rng: np.random.Generator) -> Example:
     raise NotImplementedError
@@ -88,10 +106,15 @@ class Preprocess:
     ops: the ops.
     meta: the dataset metadata after every op's `setup` (e.g. 'sample_rate'
       of the audio the model receives, 'vocab_size' of the text ids).
+    field: the config path of the preprocessing string, named in errors.
+    tokenizers: example key -> how the pipeline tokenizes that text (the
+      last op that tokenizes it), e.g. for a task that decodes generated ids.
   """
   ops: List[Op]
   meta: Dict[str, Any]
   field: str
+  tokenizers: Dict[str, TextTokenizer] = dataclasses.field(
+      default_factory=dict)
 
   @classmethod
   def parse(cls, text: str, meta: Mapping[str, Any], field: str,
@@ -106,6 +129,7 @@ class Preprocess:
     """
     ops = [_parse_op(t, field) for t in (text or '').split('|') if t.strip()]
     meta = dict(meta)
+    tokenizers = {}
     for op in ops:
       name = type(op).__name__
       if deterministic and op.random:
@@ -115,7 +139,8 @@ class Preprocess:
         op.setup(meta)
       except ValueError as e:
         raise ConfigError(field, f'op {name}: {e}') from None
-    return cls(ops, meta, field)
+      tokenizers.update(op.tokenizers())
+    return cls(ops, meta, field, tokenizers)
 
   def prepare(self) -> None:
     for op in self.ops:

@@ -1,7 +1,7 @@
 """Text -> fixed-length int32 ids plus a validity mask, and back.
 
-Every tokenizer reserves id 0 for padding, so `ids == 0` is exactly the
-padding and an embedding table of `vocab_size` rows covers every id it produces.
+Every tokenizer reserves `tokens.PAD_ID` (0) for padding, so `ids == 0` is
+exactly the padding and an embedding table of `vocab_size` rows covers every id it produces.
 `decode(ids)` is the text of ids (padding and ids >= vocab_size, such as the
 begin / end ids a decoder adds after the vocabulary, are skipped), for
 metrics and predictions of generated text.
@@ -9,13 +9,25 @@ metrics and predictions of generated text.
 import io
 import os
 import tempfile
-from typing import Iterable, Sequence, Tuple, Union
+from typing import Iterable, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import sentencepiece as spm
 
-PAD_ID = 0
+from mmjax.tokens import PAD_ID, UNK_ID
+
 Text = Union[str, bytes]
+
+
+class Tokenizer(Protocol):
+  """What every tokenizer here provides."""
+  vocab_size: int  # Ids are in [0, vocab_size).
+
+  def encode(self, text: Text, length: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Returns the ids (int32 [length]) and mask (bool [length]) of `text`."""
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of `ids` (padding and ids >= vocab_size skipped)."""
 
 
 def _known(ids: Sequence[int], vocab_size: int) -> list:
@@ -36,7 +48,7 @@ class WordTokenizer:
 
   Ids: 0 = padding, 1 = a word outside the vocabulary, 2 + i = vocabulary[i].
   """
-  UNKNOWN_ID = 1
+  UNKNOWN_ID = UNK_ID
   UNKNOWN_WORD = '<unk>'
 
   def __init__(self, vocabulary: Sequence[str]):
@@ -104,7 +116,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int,
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts), model_writer=model,
       vocab_size=vocab_size, hard_vocab_limit=False, model_type='unigram',
-      character_coverage=1.0, pad_id=PAD_ID, unk_id=1, bos_id=2, eos_id=3,
+      character_coverage=1.0, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=2, eos_id=3,
       minloglevel=2)
   directory = os.path.dirname(model_file)
   with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:

@@ -4,8 +4,8 @@ Both take decoder input ids [B, T] (teacher forcing: `decoding.shift_right`
 of the targets, see `mmjax.decoding` for the token conventions), encoder or
 fusion tokens `memory` [B, S, D_m] and their mask [B, S], and return logits
 [B, T, V]; position t sees inputs up to t only. Padding at the end of the
-ids needs no mask: no valid position attends to it, and `sequence_loss`
-drops the logits at padded targets.
+ids needs no mask: no valid position attends to it, and the task's loss
+(`mmjax.tasks.seq2seq`) drops the logits at padded targets.
 
 `make_step_fn` turns a decoder and its variables into the one-token
 `decoding.StepFn` that greedy, sampling and beam search drive. The LSTM's
@@ -14,11 +14,10 @@ so the decoder's own tokens cost one token's work per step; attention over
 the memory projects its S tokens again at every step (as Flax's WMT example
 does), which a later change could cache too.
 
-`sequence_loss` is the teacher-forced training loss over the logits.
-
 `CTCHead` is the non-autoregressive alternative for speech recognition: a
-linear layer over the encoder tokens trained with CTC (Graves et al., 2006),
-decoded by `ctc_greedy` (best path).
+linear layer over the encoder tokens trained with CTC (Graves et al., 2006;
+the loss is the task's, `mmjax.tasks.seq2seq.ctc_losses`), decoded by
+`ctc_greedy` (best path).
 
 The decoders are registered in `mmjax.registry.DECODERS` ('lstm',
 'transformer', 'ctc') for `config.model.decoder`.
@@ -29,41 +28,13 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from mmjax.data.tokenizers import PAD_ID
 from mmjax.decoding import StepFn, tile_beams
 from mmjax.models import layers
 from mmjax.registry import DECODERS
+from mmjax.tokens import CTC_BLANK_ID
 
 Variables = Dict[str, Any]
-
-
-def token_losses(logits: jax.Array, targets: jax.Array,
-                 label_smoothing: float = 0.0) -> jax.Array:
-  """Cross-entropy [B, T] of logits [B, T, V] against int targets [B, T];
-  the target distribution is (1 - eps) on the target plus eps =
-  label_smoothing spread uniformly over the V tokens."""
-  labels = optax.smooth_labels(
-      jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
-
-
-def sequence_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array,
-                  label_smoothing: float = 0.0) -> jax.Array:
-  """Mean cross-entropy over the valid target tokens.
-
-  Args:
-    logits: [B, T, V].
-    targets: int [B, T].
-    mask: [B, T], nonzero where a target token counts (padding does not).
-    label_smoothing: see `token_losses`.
-  Returns:
-    A scalar; 0 when no token is valid.
-  """
-  mask = mask.astype(jnp.float32)
-  loss = token_losses(logits, targets, label_smoothing)
-  return (loss * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
 def _embedding(vocab_size: int, dim: int, dtype: layers.Dtype,
@@ -355,49 +326,35 @@ class TransformerDecoder(nn.Module):
     return step_fn, cache
 
 
-def ctc_losses(logits: jax.Array, logit_mask: jax.Array, targets: jax.Array,
-               target_mask: jax.Array) -> jax.Array:
-  """CTC negative log-likelihood [B] of each target, blank = PAD_ID (0).
-
-  Args:
-    logits: [B, S, V] per encoder token; logit_mask [B, S] its valid tokens.
-    targets: int [B, T] (PAD_ID-padded, no end id); target_mask [B, T].
-  Returns:
-    [B]; 0 for an example without target tokens (a padding row).
-  """
-  losses = optax.ctc_loss(
-      logits.astype(jnp.float32), 1.0 - logit_mask.astype(jnp.float32),
-      targets, 1.0 - target_mask.astype(jnp.float32), blank_id=PAD_ID)
-  return jnp.where(target_mask.any(-1), losses, 0.0)
-
-
 def ctc_greedy(logits: jax.Array, logit_mask: jax.Array,
                max_len: int) -> jax.Array:
   """Best-path CTC decoding: the argmax token of every valid encoder token,
   repeats merged, blanks removed, left-aligned.
 
-  logits [B, S, V], logit_mask [B, S] -> tokens [B, max_len] (PAD_ID-padded;
-  tokens beyond max_len are dropped).
+  logits [B, S, V], logit_mask [B, S] -> tokens [B, max_len] (padded with
+  the blank, which is `PAD_ID`; tokens beyond max_len are dropped).
   """
-  best = jnp.where(logit_mask.astype(bool), logits.argmax(-1), PAD_ID)
-  previous = jnp.pad(best, ((0, 0), (1, 0)), constant_values=PAD_ID)[:, :-1]
-  keep = (best != PAD_ID) & (best != previous)
+  best = jnp.where(logit_mask.astype(bool), logits.argmax(-1), CTC_BLANK_ID)
+  previous = jnp.pad(best, ((0, 0), (1, 0)),
+                     constant_values=CTC_BLANK_ID)[:, :-1]
+  keep = (best != CTC_BLANK_ID) & (best != previous)
   # Kept token i goes to position (number kept before it); the others to a
   # spill column max_len, cut off below.
   position = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, max_len)
   position = jnp.minimum(position, max_len)
   rows = jnp.arange(best.shape[0])[:, None]
-  out = jnp.full((best.shape[0], max_len + 1), PAD_ID, best.dtype)
-  return out.at[rows, position].set(jnp.where(keep, best, PAD_ID))[
+  out = jnp.full((best.shape[0], max_len + 1), CTC_BLANK_ID, best.dtype)
+  return out.at[rows, position].set(jnp.where(keep, best, CTC_BLANK_ID))[
       :, :max_len].astype(jnp.int32)
 
 
 @DECODERS.register('ctc')
 class CTCHead(nn.Module):
-  """Per-token logits over the target vocabulary (id 0 is CTC's blank).
+  """Per-token logits over the target vocabulary (`CTC_BLANK_ID` is the
+  blank).
 
   Reads memory [B, S, D_m] (the encoder tokens) and returns logits
-  [B, S, V]: train with `ctc_losses`, decode with `ctc_greedy`. Several
+  [B, S, V]: train with the task's CTC loss, decode with `ctc_greedy`. Several
   frames per output token are needed: S must exceed the target length.
   """
   vocab_size: Optional[int] = None

@@ -13,8 +13,8 @@ penalty) and `max_len` (0: the target length of the batch).
 
 Token ids: the target text's ids (0 padding) and, after its vocabulary of V
 ids, `bos_id = V` and `eos_id = V + 1`; `num_outputs` = V + 2 is the
-decoder's vocabulary (see `special_ids`). CTC uses id 0 as its blank and
-never emits the other two.
+decoder's vocabulary (see `mmjax.tokens.special_ids`). CTC uses id 0 as its
+blank and never emits the other two.
 """
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -35,12 +35,6 @@ FIELDS = ('name', 'modalities', 'encoders', 'fusion', 'decoder', 'decoding',
           'dim', 'dtype', 'param_dtype', 'remat', 'scan_layers', 'attention')
 DECODING_FIELDS = ('method', 'beam_size', 'alpha', 'max_len')
 DECODING_METHODS = ('greedy', 'beam')
-
-
-def special_ids(vocab_size: int) -> Tuple[int, int, int]:
-  """(bos_id, eos_id, decoder vocabulary) for a target vocabulary of
-  `vocab_size` ids: the two ids after it."""
-  return vocab_size, vocab_size + 1, vocab_size + 2
 
 
 def decoder_inputs_and_targets(batch: Batch, eos_id: int, bos_id: int

@@ -5,11 +5,11 @@ pure, jit-able functions of the model outputs and the batch; `finalize` runs
 on the host. Rows whose `batch['_mask']` is 0 are padding (the last eval batch
 is padded to a fixed shape so that nothing recompiles) and count for nothing.
 
-A task is built as `TASKS.get(name)(config.task, spec, meta)` from its
+A task is built as `TASKS.get(name)(config.task, spec, preprocess)` from its
 config, the dataset's `DatasetSpec` (e.g. the label's `num_classes`,
-`multilabel`, `label_names`) and the train preprocessing's metadata (e.g.
-'tokenizers': key -> the op that tokenizes it, for tasks that turn ids
-back into text).
+`multilabel`, `label_names`) and the train preprocessing, a
+`mmjax.data.preprocess.Preprocess` (e.g. its `tokenizers`: key -> how the
+text of that key is tokenized, for tasks that turn ids back into text).
 
 Whole-split evaluation: a task whose metrics are not sums over batches
 (retrieval ranks every eval example against every other) also defines

@@ -96,10 +96,10 @@ class Classification:
   """
   best_mode = 'max'
 
-  def __init__(self, cfg: ml_collections.ConfigDict, spec, meta=None):
+  def __init__(self, cfg: ml_collections.ConfigDict, spec, preprocess=None):
     """`cfg`: `config.task`; `spec`: the `DatasetSpec`, whose label's
     `num_classes` and `multilabel` this reads."""
-    del meta  # Nothing of the preprocessing is needed.
+    del preprocess  # Nothing of the preprocessing is needed.
     num_classes, multilabel = spec.num_classes, spec.multilabel
     if num_classes < 1:
       raise ValueError(f'num_classes must be positive, got {num_classes}.')

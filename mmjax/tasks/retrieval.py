@@ -139,10 +139,10 @@ class Retrieval:
   best_mode = 'max'
   couples_examples = True
 
-  def __init__(self, cfg: ml_collections.ConfigDict, spec, meta=None):
+  def __init__(self, cfg: ml_collections.ConfigDict, spec, preprocess=None):
     """`cfg`: `config.task`; `spec`: the `DatasetSpec` (its modalities and
     its label's class names)."""
-    del meta  # Nothing of the preprocessing is needed.
+    del preprocess  # Nothing of the preprocessing is needed.
     self.pairs = _check_config(cfg, spec.modalities)
     self.loss_name = cfg.get('loss', 'softmax')
     self.class_names = tuple(spec.label_names)

@@ -31,13 +31,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
+from mmjax.data.preprocess import Preprocess
 from mmjax.errors import ConfigError, check_fields
 from mmjax.metrics import text as text_metrics
-from mmjax.models import decoders
-from mmjax.models.seq2seq import decoder_inputs_and_targets, special_ids
+from mmjax.models.seq2seq import decoder_inputs_and_targets
 from mmjax.registry import TASKS
 from mmjax.tasks import base
+from mmjax.tokens import CTC_BLANK_ID, special_ids
 
 # Metric -> (function of (hypotheses, references), mode, whether each
 # reference is given as a list of accepted references).
@@ -77,6 +79,32 @@ def _check_config(cfg: ml_collections.ConfigDict) -> None:
                       f'must be an integer >= 0, got {count!r}.')
 
 
+def token_losses(logits: jax.Array, targets: jax.Array,
+                 label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy [B, T] of logits [B, T, V] against int targets [B, T];
+  the target distribution is (1 - eps) on the target plus eps =
+  label_smoothing spread uniformly over the V tokens."""
+  labels = optax.smooth_labels(
+      jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+
+
+def ctc_losses(logits: jax.Array, logit_mask: jax.Array, targets: jax.Array,
+               target_mask: jax.Array) -> jax.Array:
+  """CTC negative log-likelihood [B] of each target, blank = CTC_BLANK_ID.
+
+  Args:
+    logits: [B, S, V] per encoder token; logit_mask [B, S] its valid tokens.
+    targets: int [B, T] (PAD_ID-padded, no end id); target_mask [B, T].
+  Returns:
+    [B]; 0 for an example without target tokens (a padding row).
+  """
+  losses = optax.ctc_loss(
+      logits.astype(jnp.float32), 1.0 - logit_mask.astype(jnp.float32),
+      targets, 1.0 - target_mask.astype(jnp.float32), blank_id=CTC_BLANK_ID)
+  return jnp.where(target_mask.any(-1), losses, 0.0)
+
+
 def _until_end(ids: np.ndarray, eos_id: int) -> np.ndarray:
   """The ids before the first eos_id (all of them without one)."""
   end = np.flatnonzero(ids == eos_id)
@@ -88,12 +116,12 @@ class Seq2SeqTask:
   """Teacher-forced (or CTC) training, whole-split generation metrics."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, spec,
-               meta: Mapping[str, Any]):
-    """`cfg`: `config.task`; `meta`: the train preprocessing's metadata,
-    whose 'tokenizers' must hold the op that tokenizes 'target'."""
+               preprocess: Preprocess):
+    """`cfg`: `config.task`; `preprocess`: the train preprocessing, whose
+    `tokenizers` must hold how it tokenizes 'target'."""
     del spec  # The target's vocabulary comes from its tokenizer.
     _check_config(cfg)
-    tokenize = meta.get('tokenizers', {}).get('target')
+    tokenize = preprocess.tokenizers.get('target')
     if tokenize is None:
       raise ConfigError('input.pp_train', "task 'seq2seq' needs the target "
                         "text tokenized: add tokenize(LENGTH, key='target') "
@@ -114,13 +142,13 @@ class Seq2SeqTask:
     """(summed loss [B], number of target tokens [B]) per example."""
     if 'ctc_logits' in outputs:
       mask = batch['target_mask']
-      return (decoders.ctc_losses(outputs['ctc_logits'], outputs['ctc_mask'],
-                                  batch['target'], mask),
+      return (ctc_losses(outputs['ctc_logits'], outputs['ctc_mask'],
+                         batch['target'], mask),
               mask.sum(-1).astype(jnp.float32))
     _, targets, mask = decoder_inputs_and_targets(batch, self.eos_id,
                                                   self.bos_id)
     mask = mask.astype(jnp.float32)
-    losses = decoders.token_losses(outputs['logits'], targets, smoothing)
+    losses = token_losses(outputs['logits'], targets, smoothing)
     return (losses * mask).sum(-1), mask.sum(-1)
 
   def loss(self, outputs: Mapping[str, jax.Array],

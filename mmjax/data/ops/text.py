@@ -18,9 +18,10 @@ class Tokenize(Op):
   Tokenizers: 'word' (the dataset's closed vocabulary, for mmjax's synthetic
   datasets), 'byte' (UTF-8 bytes, any text) or 'sentencepiece' (a model with
   at most `vocab_size` pieces, trained offline on the train split's text of
-  this key and stored with the dataset). Sets `meta['vocab_size']`, and
-  `meta['tokenizers'][key]` to this op, whose `get_tokenizer()` decodes the ids
-  of generated text and whose `max_vocab_size` sizes a decoder's output.
+  this key and stored with the dataset). Sets `meta['vocab_size']`. The op
+  is the pipeline's `Preprocess.tokenizers[key]`: its `get_tokenizer()`
+  decodes the ids of generated text and its `max_vocab_size` sizes a
+  decoder's output.
   """
   length: int
   key: str = 'text'
@@ -47,14 +48,16 @@ class Tokenize(Op):
       return self.vocab_size
     return self._tokenizer.vocab_size
 
-  def get_tokenizer(self):
+  def get_tokenizer(self) -> tokenizers.Tokenizer:
     """The tokenizer (SentencePiece loads lazily, in each worker)."""
     if self._tokenizer is None:
       self._tokenizer = tokenizers.SentencePieceTokenizer(self._model)
     return self._tokenizer
 
+  def tokenizers(self):
+    return {self.key: self}
+
   def setup(self, meta):
-    meta['tokenizers'] = {**meta.get('tokenizers', {}), self.key: self}
     if self.tokenizer == 'word':
       if not meta.get('vocabulary'):
         raise ValueError("tokenizer 'word' needs a dataset with a closed "
