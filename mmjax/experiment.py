@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, Mapping
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
 from mmjax import data
@@ -55,14 +56,15 @@ class Experiment:
   example.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, devices=None):
-    """`devices` defaults to all devices (local devices in pmap mode)."""
+  def __init__(self, config: ml_collections.ConfigDict, devices=None,
+               validated=None):
+    """`devices` defaults to all devices (local devices in pmap mode);
+    `validated`: what `validate` returned for this config and devices, when
+    the caller validated it already."""
     self.config = config
     pmap = config.parallel.mode == 'pmap'
     devices = _devices(config) if devices is None else devices
-    self.spec, self.task = validate_config(
-        config, num_devices=len(devices),
-        process_count=jax.process_count())
+    self.spec, self.task = validated or validate(config, devices)
     parallel.enable_compilation_cache(config.compilation_cache_dir)
     self.pp_train, self.pp_eval = data.preprocessing(config.input, self.spec)
     self.example_spec = data.example_spec(self.spec, self.pp_train)
@@ -136,6 +138,16 @@ class Experiment:
 
 
 
+def validate(config: ml_collections.ConfigDict, devices=None):
+  """Checks `config` for `devices` (default: the run's), naming the first bad
+  field; returns (dataset spec, task). Cheap: reads and generates nothing."""
+  devices = _devices(config) if devices is None else devices
+  validated = validate_config(config, num_devices=len(devices),
+                              process_count=jax.process_count())
+  logging.info('Config validated for %d devices.', len(devices))
+  return validated
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        progress: bool = True) -> Dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
@@ -151,9 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     saved by a config that changes the train state.
   """
   start = time.time()
-  # Validate before anything is generated or written.
-  validate_config(config, num_devices=len(_devices(config)),
-                  process_count=jax.process_count())
+  validated = validate(config)  # Before anything is generated or written.
   with PreemptionWatcher() as preemption, WorkdirLock(
       workdir, jax.process_index()):
     check_stored_config(workdir, config)
@@ -162,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       data.prepare(config)
     multihost_utils.sync_global_devices('mmjax: dataset prepared')
     preemption.check('dataset preparation', step=None)
-    experiment = Experiment(config)
+    experiment = Experiment(config, validated=validated)
     experiment.check_workdir(workdir)
     if lead:
       atomic_write(os.path.join(workdir, CONFIG_FILE),

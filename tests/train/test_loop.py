@@ -120,3 +120,41 @@ def test_train_writes_logs_checkpoints_and_summary(make_config, tmp_path,
   assert summary['num_params'] > 0 and summary['final_step'] == 4
   assert summary['steps_per_second'] > 0 and summary['mode'] == mode
   assert 0 <= summary['eval']['accuracy'] <= 1
+
+
+def test_device_values_are_read_only_at_log_eval_and_checkpoint_steps(
+    make_config, tmp_path, monkeypatch):
+  """Runs of 10 and 30 steps that log, evaluate and save only at their last
+  step read device values equally often: nothing is read per step.
+
+  (`jax.transfer_guard` does not guard CPU devices, so the test counts the
+  reads themselves: `jax.device_get`, `float()`, `bool()`, `int()` and
+  `.item()` of a device array all go through `ArrayImpl._value`.)
+  """
+  from jax._src import array  # pylint: disable=g-import-not-at-top
+  reads = []
+  value = array.ArrayImpl._value
+  monkeypatch.setattr(array.ArrayImpl, '_value', property(
+      lambda self: reads.append(1) or value.fget(self)))
+
+  def reads_in_run(steps):
+    config = make_config(num_train_steps=steps, log_every_steps=steps,
+                         eval_every_steps=steps, checkpoint_every_steps=steps)
+    start = len(reads)
+    train_and_evaluate(config, str(tmp_path / str(steps)), progress=False)
+    return len(reads) - start
+
+  reads_in_run(2)  # Compiles every function, so both runs below are alike.
+  short, long = reads_in_run(10), reads_in_run(30)
+  assert short > 0  # The counter sees the loop's reads at its last step.
+  assert long == short, (long, short)
+
+
+def test_config_is_validated_once_per_run(make_config, tmp_path, monkeypatch):
+  from mmjax import experiment  # pylint: disable=g-import-not-at-top
+  calls = []
+  validate = experiment.validate_config
+  monkeypatch.setattr(experiment, 'validate_config',
+                      lambda *a, **k: calls.append(1) or validate(*a, **k))
+  train_and_evaluate(make_config(), str(tmp_path), progress=False)
+  assert len(calls) == 1
