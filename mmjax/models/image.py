@@ -1,7 +1,11 @@
 """Image encoders: a small CNN, ResNet-18/34/50 and a ViT.
 
 Each maps normalised images [B, H, W, C] to tokens [B, T, D] (the final
-feature map or the patches, flattened) and an all-true mask [B, T].
+feature map or the patches, flattened; or one pooled token) and an all-true
+mask [B, T]. Options that mmjax's own models do not need (symmetric conv
+padding, a class token, pre-norm, exact or quick GELU, LayerNorm epsilon,
+pooled and projected outputs) let `mmjax.convert` load ResNet, ViT and CLIP
+checkpoints and reproduce their outputs; the defaults are mmjax's own choices.
 """
 import functools
 from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
@@ -9,6 +13,7 @@ from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 from mmjax.models import layers
 from mmjax.registry import ENCODERS
@@ -19,7 +24,14 @@ def conv(features: int, kernel_size: Tuple[int, int],
          use_bias: bool = True, dtype: layers.Dtype = jnp.float32,
          name: Optional[str] = None,
          param_dtype: layers.Dtype = jnp.float32) -> nn.Conv:
-  """nn.Conv whose kernel [kh, kw, in, out] and bias [out] carry axis names."""
+  """nn.Conv whose kernel [kh, kw, in, out] and bias [out] carry axis names.
+
+  `padding` 'symmetric' pads kernel_size // 2 on both sides of each axis, as
+  PyTorch's convs do; Flax's 'SAME' puts the odd pixel of a strided conv's
+  padding at the end instead, which shifts the sampling grid by one pixel.
+  """
+  if padding == 'symmetric':
+    padding = [(k // 2, k // 2) for k in kernel_size]
   return nn.Conv(features, kernel_size, strides, padding, use_bias=use_bias,
                  dtype=dtype, param_dtype=param_dtype, name=name,
                  kernel_init=layers.kernel((None, None, None, 'channels')),
@@ -28,7 +40,7 @@ def conv(features: int, kernel_size: Tuple[int, int],
 
 def feature_map_tokens(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
   """[B, h, w, C] -> tokens [B, h * w, C] and an all-true mask [B, h * w]."""
-  tokens = x.reshape(x.shape[0], -1, x.shape[-1])
+  tokens = rearrange(x, 'b h w c -> b (h w) c')
   return tokens, jnp.ones(tokens.shape[:2], bool)
 
 
@@ -116,10 +128,15 @@ class ResNet(nn.Module):
   statistics live in the 'batch_stats' collection (apply with
   `mutable=['batch_stats']` when training); `bn_axis_name` averages them over
   a `pmap` axis. Tokens are the final feature map [B, h * w, C].
+  `padding` of the convs: 'SAME' (Flax's) or 'symmetric' (PyTorch's, for
+  converted torchvision / Hugging Face weights; see `conv`). BatchNorm
+  `momentum` 0.9 here is PyTorch's momentum 0.1 (the weight of the old
+  running statistics against the new batch's).
   """
   depth: int = 18
   width: int = 64
   stem: str = 'cifar'  # 'cifar' | 'imagenet'
+  padding: str = 'SAME'  # 'SAME' | 'symmetric'
   bn_axis_name: Optional[str] = None
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
@@ -139,7 +156,8 @@ class ResNet(nn.Module):
       'resnet50': dict(depth=50, width=64, stem='imagenet'),
   }
   CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = {
-      'depth': tuple(STAGES), 'stem': ('cifar', 'imagenet')}
+      'depth': tuple(STAGES), 'stem': ('cifar', 'imagenet'),
+      'padding': ('SAME', 'symmetric')}
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
@@ -151,7 +169,8 @@ class ResNet(nn.Module):
                        f'{self.stem!r}')
     stages, bottleneck = self.STAGES[self.depth]
     conv_ = functools.partial(conv, use_bias=False, dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+                              param_dtype=self.param_dtype,
+                              padding=self.padding)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=0.9,
         epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -174,12 +193,46 @@ class ResNet(nn.Module):
     return feature_map_tokens(x)
 
 
+class PatchEmbed(nn.Module):
+  """Linear embedding of non-overlapping patches.
+
+  [B, H, W, C] -> [B, H // ph, W // pw, dim]; rows and columns past the last
+  whole patch are dropped. The kernel [ph, pw, C, dim] is laid out (and
+  initialised) as a strided conv's.
+  """
+  patch_size: Tuple[int, int]
+  dim: int
+  use_bias: bool = True
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    ph, pw = self.patch_size
+    rows, cols = x.shape[1] // ph, x.shape[2] // pw
+    patches = rearrange(x[:, :rows * ph, :cols * pw],
+                        'b (h ph) (w pw) c -> b h w ph pw c', ph=ph, pw=pw)
+    kernel = self.param('kernel', layers.kernel((None, None, None, 'channels')),
+                        (ph, pw, x.shape[-1], self.dim), self.param_dtype)
+    bias = (self.param('bias', layers.bias(('channels',)), (self.dim,),
+                       self.param_dtype) if self.use_bias else None)
+    patches, kernel, bias = nn.dtypes.promote_dtype(patches, kernel, bias,
+                                                    dtype=self.dtype)
+    y = jnp.einsum('bhwpqc,pqcd->bhwd', patches, kernel)
+    return y if bias is None else y + bias
+
+
 class PatchTransformer(nn.Module):
   """Patch embedding of a 2-D grid, learned positions, pre-LN transformer.
 
   [B, H, W, C] -> tokens [B, (H / ph) * (W / pw), dim] in row-major order and
   their mask. With `row_mask` [B, H] (valid rows, e.g. spectrogram frames) a
   patch is valid when any row it covers is; without it every patch is.
+  With `class_token`, a learned token (always valid) comes first and the
+  tokens are [B, 1 + patches, dim]. `pre_norm`: a LayerNorm on the embedded
+  tokens before the transformer (CLIP's). `patch_bias`: a bias in the patch
+  embedding (CLIP has none). `activation`, `ln_epsilon`: see
+  `layers.TransformerStack`.
   Shared by the ViT and the spectrogram-patch transformer.
   """
   patch_size: Tuple[int, int]
@@ -191,40 +244,72 @@ class PatchTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
   block_options: layers.BlockOptions = layers.BlockOptions()
+  class_token: bool = False
+  pre_norm: bool = False
+  patch_bias: bool = True
+  activation: str = 'gelu_tanh'
+  ln_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array, row_mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     patch = tuple(self.patch_size)
-    x = conv(self.dim, patch, patch, 'VALID', dtype=self.dtype,
-             name='patch_embed', param_dtype=self.param_dtype)(
-                 x.astype(self.dtype))
+    x = PatchEmbed(patch, self.dim, self.patch_bias, self.dtype,
+                   self.param_dtype, name='patch_embed')(x.astype(self.dtype))
     tokens, mask = feature_map_tokens(x)
     if row_mask is not None:
       rows, cols = x.shape[1], x.shape[2]
       mask = jnp.repeat(layers.downsample_mask(row_mask, patch[0], rows), cols,
                         axis=1)
+    if self.class_token:
+      cls = self.param('cls', layers.bias(('embed',)), (self.dim,),
+                       self.param_dtype)
+      cls = jnp.broadcast_to(cls.astype(self.dtype), (tokens.shape[0], 1,
+                                                      self.dim))
+      tokens = jnp.concatenate([cls, tokens], axis=1)
+      mask = jnp.concatenate([jnp.ones_like(mask[:, :1]), mask], axis=1)
     tokens = layers.AddPositions('learned', tokens.shape[1], self.dtype,
                                  self.param_dtype, name='positions')(tokens)
+    if self.pre_norm:
+      tokens = layers.layer_norm(self.dtype, 'pre_norm', self.param_dtype,
+                                 self.ln_epsilon)(tokens)
     tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
-    tokens = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
-                                     self.dropout, self.dtype,
-                                     self.param_dtype, self.block_options,
-                                     name='transformer')(tokens, mask,
-                                                         train=train)
+    tokens = layers.TransformerStack(
+        self.depth, self.num_heads, self.mlp_dim, self.dropout, self.dtype,
+        self.param_dtype, self.block_options, activation=self.activation,
+        ln_epsilon=self.ln_epsilon, name='transformer')(tokens, mask,
+                                                        train=train)
     return tokens, mask
+
+
+# 'tokens': every token; 'cls': the class token's final state (CLIP's pooled
+# output); 'pooler': tanh(dense(class token)) (Hugging Face ViT's pooler).
+VIT_POOLINGS = ('tokens', 'cls', 'pooler')
 
 
 @ENCODERS['image'].register('vit')
 class ViT(nn.Module):
-  """Vision transformer: conv patch embedding of `patch_size` squares, learned
-  positions, pre-LN transformer. Tokens are the patches [B, (H/p)(W/p), dim]."""
+  """Vision transformer: patch embedding of `patch_size` squares, learned
+  positions, pre-LN transformer. Tokens are the patches [B, (H/p)(W/p), dim]
+  (after the class token with `class_token`), or with `pooling` 'cls' or
+  'pooler' one pooled token [B, 1, dim], projected to [B, 1,
+  projection_dim] by a bias-free dense layer when `projection_dim` > 0
+  (CLIP's visual projection). `class_token`, `pre_norm`, `patch_bias`,
+  `activation` and `ln_epsilon`: see `PatchTransformer`.
+  """
   patch_size: int = 4
   dim: int = 128
   depth: int = 4
   num_heads: int = 4
   mlp_dim: int = 256
   dropout: float = 0.0
+  class_token: bool = False
+  pre_norm: bool = False
+  patch_bias: bool = True
+  activation: str = 'gelu_tanh'
+  ln_epsilon: float = 1e-6
+  pooling: str = 'tokens'
+  projection_dim: int = 0
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
   block_options: layers.BlockOptions = layers.BlockOptions()
@@ -233,12 +318,34 @@ class ViT(nn.Module):
       'tiny': dict(patch_size=8, dim=32, depth=1, num_heads=2, mlp_dim=64),
       'small': dict(patch_size=4, dim=128, depth=4, num_heads=4, mlp_dim=256),
   }
+  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = {
+      'activation': tuple(layers.ACTIVATIONS), 'pooling': VIT_POOLINGS}
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     del mask  # Images are never padded.
-    return PatchTransformer(
+    if self.pooling != 'tokens' and not self.class_token:
+      raise ValueError(f'vit: pooling {self.pooling!r} pools the class token;'
+                       ' set class_token=True.')
+    if self.projection_dim and self.pooling == 'tokens':
+      raise ValueError("vit: projection_dim projects the pooled token; set "
+                       "pooling to 'cls' or 'pooler'.")
+    tokens, mask = PatchTransformer(
         (self.patch_size, self.patch_size), self.dim, self.depth,
         self.num_heads, self.mlp_dim, self.dropout, self.dtype,
-        self.param_dtype, self.block_options, name='patches')(x, train=train)
+        self.param_dtype, self.block_options, self.class_token, self.pre_norm,
+        self.patch_bias, self.activation, self.ln_epsilon,
+        name='patches')(x, train=train)
+    if self.pooling == 'tokens':
+      return tokens, mask
+    pooled = tokens[:, 0]
+    if self.pooling == 'pooler':
+      pooled = jnp.tanh(layers.dense(self.dim, None, 'embed', self.dtype,
+                                     name='pooler',
+                                     param_dtype=self.param_dtype)(pooled))
+    if self.projection_dim:
+      pooled = layers.dense(self.projection_dim, 'embed', None, self.dtype,
+                            use_bias=False, name='projection',
+                            param_dtype=self.param_dtype)(pooled)
+    return pooled[:, None], jnp.ones((pooled.shape[0], 1), bool)

@@ -64,10 +64,26 @@ def dense(features: int, in_axis: Optional[str], out_axis: Optional[str],
 
 
 def layer_norm(dtype: Dtype = jnp.float32, name: Optional[str] = None,
-               param_dtype: Dtype = jnp.float32):
-  return nn.LayerNorm(dtype=dtype, param_dtype=param_dtype, name=name,
+               param_dtype: Dtype = jnp.float32, epsilon: float = 1e-6):
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype,
+                      name=name,
                       scale_init=bias(('norm',), nn.initializers.ones_init()),
                       bias_init=bias(('norm',)))
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP trained with."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# MLP activations by name. 'gelu_tanh' (Flax's default nn.gelu) is mmjax's
+# own; the others match pretrained towers (exact-erf GELU: BERT, ViT;
+# quick_gelu: CLIP), whose outputs the tanh form would only approximate.
+ACTIVATIONS = {
+    'gelu_tanh': functools.partial(jax.nn.gelu, approximate=True),
+    'gelu': functools.partial(jax.nn.gelu, approximate=False),
+    'quick_gelu': quick_gelu,
+}
 
 
 # Rematerialisation policies: what a block's backward pass may keep from its
@@ -132,6 +148,7 @@ class Mlp(nn.Module):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  activation: str = 'gelu_tanh'  # A key of ACTIVATIONS.
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -139,7 +156,7 @@ class Mlp(nn.Module):
     x = dense(self.hidden_dim, 'embed', 'mlp', self.dtype, name='fc1',
               param_dtype=self.param_dtype)(x)
     x = constrain(x, ('batch',) + (None,) * (x.ndim - 2) + ('mlp',))
-    x = nn.gelu(x)
+    x = ACTIVATIONS[self.activation](x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return dense(out_dim, 'mlp', 'embed', self.dtype, name='fc2',
                  param_dtype=self.param_dtype)(x)
@@ -213,7 +230,8 @@ class TransformerBlock(nn.Module):
 
   With `context` given, queries come from `x` and keys/values from `context`
   (cross-attention); otherwise it is self-attention over `x`. Call it
-  through `apply_block` to rematerialise it.
+  through `apply_block` to rematerialise it. `activation` (a key of
+  ACTIVATIONS) and `ln_epsilon` match pretrained towers' choices.
   """
   num_heads: int
   mlp_dim: int
@@ -221,6 +239,8 @@ class TransformerBlock(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   attention: str = 'einsum'
+  activation: str = 'gelu_tanh'
+  ln_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
@@ -232,7 +252,8 @@ class TransformerBlock(nn.Module):
     x = constrain(x, residual)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     norm = functools.partial(layer_norm, self.dtype,
-                             param_dtype=self.param_dtype)
+                             param_dtype=self.param_dtype,
+                             epsilon=self.ln_epsilon)
     y = norm(name='ln_attn')(x)
     if context is None:
       kv, kv_mask = y, mask
@@ -245,7 +266,8 @@ class TransformerBlock(nn.Module):
     x = x + drop(y)
     y = norm(name='ln_mlp')(x)
     y = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype,
-            param_dtype=self.param_dtype, name='mlp')(y, train=train)
+            param_dtype=self.param_dtype, activation=self.activation,
+            name='mlp')(y, train=train)
     return constrain(x + drop(y), residual)
 
 
@@ -282,7 +304,9 @@ class TransformerStack(nn.Module):
 
   Unrolled, the blocks are `block{i}`; with `options.scan` they are one
   `blocks` module whose parameters have a leading [depth] axis (logical
-  name 'layers'), run by `nn.scan`.
+  name 'layers'), run by `nn.scan`. `causal`: each token attends to itself
+  and earlier tokens only (CLIP's text tower). `activation`, `ln_epsilon`:
+  as in `TransformerBlock` (the final LayerNorm uses the same epsilon).
   """
   depth: int
   num_heads: int
@@ -291,18 +315,26 @@ class TransformerStack(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   options: BlockOptions = BlockOptions()
+  causal: bool = False
+  activation: str = 'gelu_tanh'
+  ln_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> jax.Array:
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'activation must be one of {tuple(ACTIVATIONS)}, got '
+                       f'{self.activation!r}')
     block = functools.partial(TransformerBlock, self.num_heads, self.mlp_dim,
                               self.dropout, self.dtype, self.param_dtype,
-                              self.options.attention)
+                              self.options.attention, self.activation,
+                              self.ln_epsilon)
     remat = self.options.remat
+    causal = self.causal
     if self.options.scan:
       def body(module, carry, mask):
-        return apply_block(module, carry, mask, train=train, remat=remat,
-                           in_scan=True), None
+        return apply_block(module, carry, mask, causal=causal, train=train,
+                           remat=remat, in_scan=True), None
 
       scan = nn.scan(body, variable_axes={'params': 0},
                      split_rngs={'params': True, 'dropout': True},
@@ -311,10 +343,11 @@ class TransformerStack(nn.Module):
       x, _ = scan(block(name='blocks'), x, mask)
     else:
       for i in range(self.depth):
-        x = apply_block(block(name=f'block{i}'), x, mask, train=train,
-                        remat=remat)
+        x = apply_block(block(name=f'block{i}'), x, mask, causal=causal,
+                        train=train, remat=remat)
     return layer_norm(self.dtype, name='ln_final',
-                      param_dtype=self.param_dtype)(x)
+                      param_dtype=self.param_dtype,
+                      epsilon=self.ln_epsilon)(x)
 
 
 def sinusoidal_positions(length: int, dim: int) -> jax.Array:

@@ -138,9 +138,23 @@ class TextGRU(TextRNN):
   cell: str = 'gru'
 
 
+# 'tokens': every token; 'eos': the state at the first `eos_id` token of
+# each text (CLIP's pooled output); 'argmax': at the first occurrence of the
+# largest id (how CLIP checkpoints whose config says eos_token_id=2 pool: the
+# end-of-text id is the largest in CLIP's vocabulary).
+TEXT_POOLINGS = ('tokens', 'eos', 'argmax')
+
+
 @ENCODERS['text'].register('transformer')
 class TextTransformer(nn.Module):
-  """Embedding, positions and a pre-LN transformer: tokens [B, L, dim]."""
+  """Embedding, positions and a pre-LN transformer: tokens [B, L, dim].
+
+  Options for pretrained towers (CLIP's text tower, via `mmjax.convert`):
+  `causal` attention (each token sees itself and earlier ones), the MLP
+  `activation` and `ln_epsilon` (see `layers.TransformerStack`), `pooling`
+  to one token [B, 1, dim] (see TEXT_POOLINGS; 'eos' needs `eos_id`) and a
+  bias-free projection of the pooled token to `projection_dim` (> 0).
+  """
   vocab_size: Optional[int] = None
   dim: int = 128
   depth: int = 4
@@ -149,6 +163,12 @@ class TextTransformer(nn.Module):
   dropout: float = 0.0
   positions: str = 'learned'  # 'learned' | 'sinusoidal'
   max_len: int = 512
+  causal: bool = False
+  activation: str = 'gelu_tanh'
+  ln_epsilon: float = 1e-6
+  pooling: str = 'tokens'
+  eos_id: int = -1
+  projection_dim: int = 0
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
   block_options: layers.BlockOptions = layers.BlockOptions()
@@ -158,11 +178,18 @@ class TextTransformer(nn.Module):
       'small': dict(dim=128, depth=4, num_heads=4, mlp_dim=256),
   }
   CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = {
-      'positions': ('learned', 'sinusoidal')}
+      'positions': ('learned', 'sinusoidal'),
+      'activation': tuple(layers.ACTIVATIONS), 'pooling': TEXT_POOLINGS}
 
   @nn.compact
   def __call__(self, ids: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
+    if self.pooling == 'eos' and self.eos_id < 0:
+      raise ValueError("transformer: pooling 'eos' needs eos_id (the "
+                       'end-of-text token id).')
+    if self.projection_dim and self.pooling == 'tokens':
+      raise ValueError("transformer: projection_dim projects the pooled "
+                       "token; set pooling to 'eos' or 'argmax'.")
     x, mask = embed_tokens(ids, mask, self.vocab_size, self.dim, self.dtype,
                            self.param_dtype)
     x = layers.AddPositions(self.positions, self.max_len, self.dtype,
@@ -170,6 +197,17 @@ class TextTransformer(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = layers.TransformerStack(self.depth, self.num_heads, self.mlp_dim,
                                 self.dropout, self.dtype, self.param_dtype,
-                                self.block_options,
+                                self.block_options, self.causal,
+                                self.activation, self.ln_epsilon,
                                 name='transformer')(x, mask, train=train)
-    return x, mask
+    if self.pooling == 'tokens':
+      return x, mask
+    # argmax returns the first position of the largest value.
+    position = jnp.argmax(ids == self.eos_id if self.pooling == 'eos' else ids,
+                          axis=-1)
+    pooled = jnp.take_along_axis(x, position[:, None, None], axis=1)
+    if self.projection_dim:
+      pooled = layers.dense(self.projection_dim, 'embed', None, self.dtype,
+                            use_bias=False, name='projection',
+                            param_dtype=self.param_dtype)(pooled)
+    return pooled, mask.any(axis=-1, keepdims=True)
