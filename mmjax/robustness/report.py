@@ -8,38 +8,39 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmjax import fileio
+from mmjax import reporting
 from mmjax.robustness.protocol import RESULTS_FILE
 
 TABLE_FILE = 'robustness.md'
-
-
-def _row(cells) -> str:
-  return '| ' + ' | '.join(str(c) for c in cells) + ' |'
 
 
 def markdown(results: Mapping) -> str:
   """The missing-modality table and one row per noise curve (its values at
   every level, relative and, with a baseline, effective robustness)."""
   metric = results['metric']
-  lines = [f'# Robustness: {metric} at step {results["step"]}', '',
-           '## Missing modalities', '', _row(['modalities given', metric]),
-           _row(['---'] * 2)]
-  lines += [_row([k, f'{v:.4f}']) for k, v in results['missing'].items()]
   effective = results.get('effective_robustness')
   curves = [(m, n, c) for m, by_noise in results['noise'].items()
             for n, c in by_noise.items()]
   levels = [level for level, _ in curves[0][2]] if curves else []
-  header = (['modality', 'noise'] + [f'{l:g}' for l in levels] +
-            ['relative robustness'] +
-            (['effective robustness'] if effective else []))
-  lines += ['', f'## Noise ({metric} at each level)', '', _row(header),
-            _row(['---'] * len(header))]
-  for m, n, curve in curves:
-    cells = [m, n] + [f'{v:.4f}' for _, v in curve]
-    cells.append(f'{results["relative_robustness"][m][n]:.4f}')
-    if effective:
-      cells.append(f'{effective[m][n]:+.4f}')
-    lines.append(_row(cells))
+  value = reporting.fixed('{:.4f}')
+  missing = reporting.markdown_table(
+      [{'subset': k, 'value': v} for k, v in results['missing'].items()],
+      [('subset', 'modalities given', reporting.text),
+       ('value', metric, value)])
+  noise = reporting.markdown_table(
+      [{'modality': m, 'noise': n, **dict(enumerate(v for _, v in curve)),
+        'relative': results['relative_robustness'][m][n],
+        'effective': effective[m][n] if effective else None}
+       for m, n, curve in curves],
+      [('modality', 'modality', reporting.text),
+       ('noise', 'noise', reporting.text)] +
+      [(i, f'{level:g}', value) for i, level in enumerate(levels)] +
+      [('relative', 'relative robustness', value)] +
+      ([('effective', 'effective robustness', reporting.fixed('{:+.4f}'))]
+       if effective else []))
+  lines = [f'# Robustness: {metric} at step {results["step"]}', '',
+           '## Missing modalities', '', missing, '',
+           f'## Noise ({metric} at each level)', '', noise]
   if effective:
     b = results['baseline']
     lines += ['', f'Effective robustness against {b["workdir"]} (step '

@@ -22,6 +22,7 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2
 
 from mmjax import fileio
+from mmjax import reporting
 
 METRICS_FILE = 'metrics.jsonl'
 PREDICTIONS_DIR = 'predictions'
@@ -68,13 +69,12 @@ class MetricWriter:
                         f'{split}_step_{step}.jsonl')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fileio.atomic_write(path, ''.join(json.dumps(r) + '\n' for r in records))
-    keys = list(records[0])
-    table = ['| ' + ' | '.join(keys) + ' |', '|' + ' --- |' * len(keys)]
-    table += ['| ' + ' | '.join(str(r.get(k, '')) for k in keys) + ' |'
-              for r in records[:TENSORBOARD_PREDICTIONS]]
+    table = reporting.markdown_table(
+        records[:TENSORBOARD_PREDICTIONS],
+        [(k, k, reporting.text) for k in records[0]])
     self._tb.write_event(event_pb2.Event(
         wall_time=time.time(), step=step,
-        summary=tb_summary.text(f'{split}/predictions', '\n'.join(table))))
+        summary=tb_summary.text(f'{split}/predictions', table)))
     self._tb.flush()
 
   def close(self) -> None:
