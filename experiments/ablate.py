@@ -33,7 +33,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import sweep_flags
-from mmjax import sweep
+from mmjax.sweeps import launch, overrides, runs as runs_lib
 from mmjax.train.writers import quiet_library_logs
 
 config_flags.DEFINE_config_file(
@@ -54,28 +54,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_library_logs()
-  explicit = (sweep.load_sweep_file(_SWEEP.value) if _SWEEP.value else [])
-  explicit += [sweep.parse_settings(text) for text in _LIST.value]
-  axes = {}
-  for text in _GRID.value:
-    key, values = sweep.parse_axis(text)
-    if key in axes:
-      raise app.UsageError(f'--grid gives {key} twice; list its values in '
-                           'one --grid.')
-    axes[key] = values
-  settings = sweep.cross(explicit or [{}], sweep.grid(axes))
+  try:
+    settings = overrides.sweep_settings(_SWEEP.value, _LIST.value, _GRID.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   config_flag = flags.FLAGS['config']
-  runs = sweep.make_runs(config_flag.config_filename, settings,
-                         config_flag.override_values)
-  statuses = sweep.launch(runs, sweep_flags.OUTDIR.value,
-                          **sweep_flags.launch_kwargs())
+  runs = runs_lib.make_runs(config_flag.config_filename, settings,
+                            config_flag.override_values)
+  outdir = sweep_flags.OUTDIR.value
+  statuses = launch.launch(runs, outdir, **sweep_flags.launch_kwargs())
   if statuses is None:
     return
-  print(sweep.write_summary(runs, sweep_flags.OUTDIR.value, statuses))
-  failed = sweep.failed(statuses)
-  if failed:
-    sys.exit(f'{len(failed)} run(s) failed: {", ".join(failed)} (logs in '
-             'their workdirs); run the same command again to retry them.')
+  print(runs_lib.write_summary(runs, outdir, statuses))
+  sweep_flags.exit_if_failed(runs_lib.failed(statuses))
 
 
 if __name__ == '__main__':

@@ -10,17 +10,14 @@ examples/s, FLOPs per step (analytic and XLA's), MFU and peak memory.
 Each run appends its result to the JSON list in --out and prints the table of
 every result there, so several runs (say, remat off and on) make one table.
 MFU is measured against a large matrix product timed on the same devices in
-the same run; see mmjax/bench.py for how every figure is measured.
+the same run; see mmjax/benchmarks/throughput.py for how every figure is
+measured.
 """
-import json
-import os
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from mmjax import bench
-from mmjax import fileio
+from mmjax.benchmarks import throughput
 from mmjax.train.writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -41,24 +38,17 @@ def main(argv):
   quiet_library_logs()
   if _STEPS.value < 0 or _WARMUP.value < 0:
     raise app.UsageError('--steps and --warmup must be >= 0')
-  result = bench.benchmark(_CONFIG.value, steps=_STEPS.value,
-                           warmup=_WARMUP.value,
-                           peak_sizes=_PEAK_SIZES.value and [
-                               int(n) for n in _PEAK_SIZES.value])
-  result['label'] = _LABEL.value or (
-      f'{flags.FLAGS["config"].config_filename} dtype={result["dtype"]} '
-      f'remat={result["remat"]} scan={result["scan_layers"]} '
-      f'attention={result["attention"]} batch={result["batch_size"]}')
-  results = [result]
-  if _OUT.value:
-    if os.path.exists(_OUT.value):
-      with open(_OUT.value) as f:
-        results = json.load(f) + results
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    fileio.atomic_write_json(_OUT.value, results)
+  result = throughput.benchmark(_CONFIG.value, steps=_STEPS.value,
+                                warmup=_WARMUP.value,
+                                peak_sizes=_PEAK_SIZES.value and [
+                                    int(n) for n in _PEAK_SIZES.value])
+  result['label'] = _LABEL.value or throughput.default_label(
+      flags.FLAGS['config'].config_filename, result)
+  results = (throughput.append_result(_OUT.value, result) if _OUT.value
+             else [result])
   print(f'{result["device"]}; ' + ', '.join(
       f'{k}={result[k]}' for k in ('peak_memory_source', 'jax_version')))
-  print(bench.format_table(results))
+  print(throughput.format_table(results))
 
 
 if __name__ == '__main__':

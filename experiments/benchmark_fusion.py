@@ -25,16 +25,14 @@ batch already on the devices (input pipeline excluded), once per variant;
 --nobench skips it (e.g. on a login node). With config.compilation_cache_dir
 set, a cached step's compile time is the cache's load time. Writes results.csv, results.md,
 metric_vs_flops.png, metric_vs_params.png and, where runs hold a
-robustness.json, robustness_<modality>.png (see mmjax/fusion_benchmark.py).
+robustness.json, robustness_<modality>.png (see mmjax/benchmarks/fusion.py).
 """
-import sys
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 import sweep_flags
-from mmjax import fusion_benchmark
+from mmjax.benchmarks import fusion
 from mmjax.train.writers import quiet_library_logs
 
 config_flags.DEFINE_config_file(
@@ -48,7 +46,8 @@ _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of every variant.')
 _METRIC = flags.DEFINE_string('metric', '', 'Eval metric reported (default: '
                               "the task's best_metric, e.g. accuracy).")
 _BENCH = flags.DEFINE_bool('bench', True, "Measure each variant's training "
-                           'step (mmjax.bench) in this process.')
+                           'step (mmjax.benchmarks.throughput) in this '
+                           'process.')
 _BENCH_STEPS = flags.DEFINE_integer('bench_steps', 10, 'Timed steps.')
 _BENCH_WARMUP = flags.DEFINE_integer('bench_warmup', 2, 'Untimed steps first.')
 
@@ -57,10 +56,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_library_logs()
-  variants = (fusion_benchmark.parse_variants(_METHODS.value)
-              if _METHODS.value else fusion_benchmark.registered_variants())
+  variants = (fusion.parse_variants(_METHODS.value) if _METHODS.value
+              else fusion.registered_variants())
   config_flag = flags.FLAGS['config']
-  result = fusion_benchmark.run_benchmark(
+  result = fusion.run_benchmark(
       config_flag.config_filename, variants, [int(s) for s in _SEEDS.value],
       sweep_flags.OUTDIR.value, base_overrides=config_flag.override_values,
       metric=_METRIC.value or None, bench=_BENCH.value,
@@ -70,10 +69,7 @@ def main(argv):
     return
   _, table, failed = result
   print(table)
-  if failed:
-    sys.exit(f'{len(failed)} run(s) failed: {", ".join(failed)} (logs in '
-             'their workdirs); the table covers the finished ones. Run the '
-             'same command again to retry them.')
+  sweep_flags.exit_if_failed(failed, 'the table covers the finished ones')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,8 @@
 """Flags that experiments/ablate.py and experiments/benchmark_fusion.py share:
-where a sweep's runs go and how they are launched (`mmjax.sweep.launch`)."""
+where a sweep's runs go and how they are launched (`mmjax.sweeps.launch`)."""
 import os
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 from absl import flags
 
@@ -35,8 +35,16 @@ TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 
 def launch_kwargs() -> Dict[str, Any]:
-  """The keyword arguments of `mmjax.sweep.launch` the flags give."""
+  """The keyword arguments of `mmjax.sweeps.launch.launch` the flags give."""
   return dict(train_script=os.path.relpath(TRAIN_SCRIPT),
               parallel=PARALLEL.value, print_commands=PRINT_COMMANDS.value,
               job_array=JOB_ARRAY.value, report_only=REPORT_ONLY.value,
               python=PYTHON.value)
+
+
+def exit_if_failed(failed: Sequence[str], note: str = '') -> None:
+  """Exits with a message naming the runs that failed, if any."""
+  if failed:
+    sys.exit(f'{len(failed)} run(s) failed: {", ".join(failed)} (logs in '
+             f'their workdirs){"; " + note if note else ""}. Run the same '
+             'command again to retry them.')

@@ -1,5 +1,5 @@
-"""Sweeps (mmjax/sweep.py), experiments/ablate.py and the fusion benchmark
-(mmjax/fusion_benchmark.py): resumable runs, commands for schedulers, the
+"""Sweeps (mmjax/sweeps/), experiments/ablate.py and the fusion benchmark
+(mmjax/benchmarks/fusion.py): resumable runs, commands for schedulers, the
 report's statistics and files."""
 import csv
 import json
@@ -15,12 +15,13 @@ from PIL import Image
 import pytest
 
 from cpu_devices import subprocess_env
-from mmjax import bench
-from mmjax import fusion_benchmark
-from mmjax import sweep
+from mmjax.benchmarks import fusion as fusion_benchmark
+from mmjax.benchmarks import throughput
 from mmjax.errors import ConfigError
 from mmjax.models.fusion import base as fusion_base
-from mmjax import experiment
+from mmjax.sweeps import launch
+from mmjax.sweeps import overrides
+from mmjax.sweeps import runs as sweep_runs
 
 REPO = os.path.join(os.path.dirname(__file__), '..')
 # Text only: the cheapest model to compile; the benchmark's mechanics do not
@@ -53,10 +54,10 @@ def test_mean_ci_hand_case():
 def test_bad_override_errors_before_anything_runs(tmp_path):
   outdir = str(tmp_path / 'out')
   with pytest.raises(ConfigError, match='learning_rate') as e:
-    sweep.make_runs(CONFIG, [{'seed': 0}, {'optimizer.learning_rat': 0.1}])
+    sweep_runs.make_runs(CONFIG, [{'seed': 0}, {'optimizer.learning_rat': 0.1}])
   assert e.value.field == 'optimizer.learning_rat'
   with pytest.raises(ConfigError, match='one') as e:
-    sweep.make_runs(CONFIG, [{'seed': 'one'}])  # An int field.
+    sweep_runs.make_runs(CONFIG, [{'seed': 'one'}])  # An int field.
   assert e.value.field == 'seed'
   # The benchmark checks every run's config before training any.
   with pytest.raises(ConfigError) as e:
@@ -91,10 +92,10 @@ def _parse_train_command(line):
 
 def test_commands_job_array_and_report_only_run_nothing(tmp_path, capsys):
   outdir, job_array = str(tmp_path / 'out'), str(tmp_path / 'jobs.txt')
-  settings = sweep.grid({'model.fusion.name': ['concat', 'gated'],
+  settings = overrides.grid({'model.fusion.name': ['concat', 'gated'],
                          'seed': [0, 1]})
-  runs = sweep.make_runs(CONFIG, settings, {'num_train_steps': 7})
-  result = sweep.launch(runs, outdir, train_script='experiments/train.py',
+  runs = sweep_runs.make_runs(CONFIG, settings, {'num_train_steps': 7})
+  result = launch.launch(runs, outdir, train_script='experiments/train.py',
                         print_commands=True, job_array=job_array,
                         python='python')
   assert result is None  # Nothing ran.
@@ -118,24 +119,24 @@ def test_commands_job_array_and_report_only_run_nothing(tmp_path, capsys):
         fusion_base.default_config(name))
   assert not os.path.exists(outdir)
   # While a scheduler runs them, --report_only tables them as pending.
-  statuses = sweep.launch(runs, outdir, train_script='experiments/train.py',
+  statuses = launch.launch(runs, outdir, train_script='experiments/train.py',
                           report_only=True)
-  assert statuses == {r.name: sweep.PENDING for r in runs}
-  assert sweep.write_summary(runs, outdir, statuses).count(
+  assert statuses == {r.name: sweep_runs.PENDING for r in runs}
+  assert sweep_runs.write_summary(runs, outdir, statuses).count(
       '| pending |') == 4
   assert sorted(os.listdir(outdir)) == ['ablation.csv', 'ablation.md']
 
 
 def test_torn_summary_counts_as_pending_with_a_warning(tmp_path, caplog):
   outdir = str(tmp_path)
-  finished, torn = sweep.make_runs(CONFIG, sweep.grid({'seed': [0, 1]}))
+  finished, torn = sweep_runs.make_runs(CONFIG, overrides.grid({'seed': [0, 1]}))
   for run, text in ((finished, '{"final_step": 2, "eval": {}}'),
                     (torn, '{"final_step": 2, "ev')):  # Killed mid-write.
     os.makedirs(run.workdir(outdir))
-    with open(os.path.join(run.workdir(outdir), sweep.SUMMARY_FILE), 'w') as f:
+    with open(os.path.join(run.workdir(outdir), sweep_runs.SUMMARY_FILE), 'w') as f:
       f.write(text)
   with caplog.at_level('WARNING', logger='absl'):
-    assert sweep.pending([finished, torn], outdir) == [torn]
+    assert sweep_runs.pending([finished, torn], outdir) == [torn]
   assert 'summary.json is unreadable' in caplog.text
 
 
@@ -167,7 +168,7 @@ def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
   for row, variant in zip(results, variants):
     accuracies = []
     for seed in (0, 1):
-      name = sweep.run_name({**variant.settings, 'seed': seed})
+      name = sweep_runs.run_name({**variant.settings, 'seed': seed})
       with open(os.path.join(outdir, name, 'summary.json')) as f:
         summary = json.load(f)
       assert summary['final_step'] == 2
@@ -197,7 +198,7 @@ def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
   # and adds their plot and columns.
   for variant in variants:
     for seed in (0, 1):
-      name = sweep.run_name({**variant.settings, 'seed': seed})
+      name = sweep_runs.run_name({**variant.settings, 'seed': seed})
       with open(os.path.join(outdir, name, 'robustness.json'), 'w') as f:
         json.dump({'noise': {'text': {'drop_tokens': [
             [0.0, 0.6], [0.5, 0.5 - 0.1 * seed]]}},
@@ -206,8 +207,8 @@ def test_fusion_benchmark_report_and_resume(data_dir, tmp_path, monkeypatch):
   def forbidden(*args, **kwargs):
     raise AssertionError('a finished benchmark ran something again')
 
-  monkeypatch.setattr(experiment, 'train_and_evaluate', forbidden)
-  monkeypatch.setattr(bench, 'benchmark', forbidden)
+  monkeypatch.setattr(launch, 'train_and_evaluate', forbidden)
+  monkeypatch.setattr(throughput, 'benchmark', forbidden)
   rows_again, _, _ = fusion_benchmark.run_benchmark(
       CONFIG, variants, [0, 1], outdir, **kwargs)
   assert [r['accuracy_mean'] for r in rows_again] == [
@@ -245,3 +246,32 @@ def test_ablate_runs_in_parallel_subprocesses_and_summarises(data_dir,
   assert table.count('| done |') == 2
   assert table.strip() in result.stdout  # The table is printed too.
   assert np.isfinite([float(r['loss']) for r in rows]).all()
+
+
+# experiments/train.py's stand-in for the test below: it fails unless its
+# run's dataset was complete when it started, and otherwise finishes the run
+# at once (the training itself is not what is tested).
+_CHECK_DATASET = '''
+import glob, json, os, sys
+args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if '=' in a)
+pattern = os.path.join(args['config.dataset.data_dir'], 'scenes', 'tiny', '*',
+                       'dataset_info.json')
+if not glob.glob(pattern):
+  sys.exit('the dataset was not prepared before this run started')
+with open(os.path.join(args['workdir'], 'summary.json'), 'w') as f:
+  json.dump({'eval': {}}, f)
+'''
+
+
+def test_parallel_runs_start_with_their_dataset_prepared(tmp_path):
+  # Two runs that each found the dataset missing would both build it, and
+  # one would fail renaming TFDS's temporary directory into place
+  # (FileExistsError): the launcher prepares each dataset once first.
+  data_dir = str(tmp_path / 'tfds')  # Nothing built there yet.
+  script = tmp_path / 'check_dataset.py'
+  script.write_text(_CHECK_DATASET)
+  runs = sweep_runs.make_runs(CONFIG, overrides.grid({'seed': [0, 1]}), {
+      'dataset.builder_config': 'tiny', 'dataset.data_dir': data_dir})
+  statuses = launch.launch(runs, str(tmp_path / 'out'), parallel=2,
+                           train_script=str(script), python=sys.executable)
+  assert statuses == {r.name: sweep_runs.DONE for r in runs}

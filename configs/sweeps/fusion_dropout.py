@@ -9,11 +9,11 @@ Every key is a config field as in --config.a.b=value; 'model.fusion.name'
 picks the method through the config variant, with its knobs at their
 defaults, and 'model.fusion.dropout' is a knob every method has.
 """
-from mmjax import sweep
+from mmjax.sweeps import overrides
 
 
 def get_sweep():
-  return sweep.grid({
+  return overrides.grid({
       'model.fusion.name': ['concat', 'gated', 'late'],
       'model.fusion.dropout': [0.0, 0.1, 0.3],
       'seed': [0, 1],

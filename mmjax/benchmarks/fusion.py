@@ -1,13 +1,13 @@
 """Fusion benchmark: fusion variants x seeds on one config, trained as a
-resumable sweep (`mmjax.sweep`), then one row per variant: the task metric
+resumable sweep (`mmjax.sweeps`), then one row per variant: the task metric
 as mean and 95% confidence interval over seeds, parameters, and the training
 step's FLOPs per example, examples/s, memory and compile time
-(`mmjax.bench`). `experiments/benchmark_fusion.py` is the command-line front
+(`mmjax.benchmarks.throughput`). `experiments/benchmark_fusion.py` is the command-line front
 end.
 
 Files written into the outdir:
-  <run>/            each run's workdir (`mmjax.sweep`)
-  bench/<variant>.json  `mmjax.bench.benchmark` of the variant (kept, so a
+  <run>/            each run's workdir (`mmjax.sweeps`)
+  bench/<variant>.json  `throughput.benchmark` of the variant (kept, so a
                     rerun measures nothing again)
   results.csv, results.md   the table
   metric_vs_flops.png, metric_vs_params.png   metric (mean, 95% CI error
@@ -34,20 +34,22 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from mmjax import bench
 from mmjax import data
 from mmjax import fileio
 from mmjax import models  # noqa: F401  (registers the fusion methods)
-from mmjax import sweep
+from mmjax import reporting
 from mmjax import tasks  # noqa: F401  (registers the tasks)
+from mmjax.benchmarks import throughput
 from mmjax.registry import FUSIONS, TASKS
+from mmjax.sweeps import launch as launch_lib
+from mmjax.sweeps import runs as runs_lib
 
 ROBUSTNESS_FILE = 'robustness.json'
 # The step's memory is XLA's analysis of the compiled program (arguments and
 # temporaries, per device): a process's peak (what the allocator or RSS
 # reports) covers every run before it, not this variant alone.
 _MEMORY_KEYS = ('xla_argument_bytes', 'xla_temp_bytes')
-# The benchmark reports no MFU, so the peak FLOP/s product mmjax.bench times
+# The benchmark reports no MFU, so the peak FLOP/s product `throughput` times
 # is kept as small as possible.
 _PEAK_SIZES = (128,)
 
@@ -117,28 +119,28 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95
 def task_metric(config: ml_collections.ConfigDict) -> str:
   """The eval metric the config's task selects checkpoints by."""
   spec = data.DatasetSpec(config.dataset, tuple(config.model.modalities))
-  meta = data.preprocessing(config.input, spec)[0].meta
+  pp_train = data.preprocessing(config.input, spec)[0]
   task = TASKS.get(config.task.name, field='task.name')(config.task, spec,
-                                                       meta)
+                                                       pp_train)
   return task.best_metric
 
 
 def measure(config: ml_collections.ConfigDict, path: str, *, steps: int,
             warmup: int) -> Dict[str, Any]:
-  """`mmjax.bench.benchmark` of `config`, read from `path` if it was measured
+  """`throughput.benchmark` of `config`, read from `path` if it was measured
   before (and the file is readable), else measured in this process and
   written there."""
   result = fileio.read_json_or_none(path)
   if result is not None:
     return result
-  result = bench.benchmark(config, steps=steps, warmup=warmup,
-                           peak_sizes=_PEAK_SIZES)
+  result = throughput.benchmark(config, steps=steps, warmup=warmup,
+                                peak_sizes=_PEAK_SIZES)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fileio.atomic_write_json(path, result)
   return result
 
 
-def _robustness(runs: Sequence[sweep.Run], outdir: str) -> List[Dict]:
+def _robustness(runs: Sequence[runs_lib.Run], outdir: str) -> List[Dict]:
   """The robustness.json of every run that has a readable one."""
   out = []
   for run in runs:
@@ -149,7 +151,7 @@ def _robustness(runs: Sequence[sweep.Run], outdir: str) -> List[Dict]:
   return out
 
 
-def variant_row(variant: Variant, runs: Sequence[sweep.Run], outdir: str,
+def variant_row(variant: Variant, runs: Sequence[runs_lib.Run], outdir: str,
                 metric: str, bench_result: Optional[Mapping[str, Any]]
                 ) -> Dict[str, Any]:
   """One results row: `metric` over the variant's finished runs, the
@@ -191,28 +193,31 @@ def columns(metric: str) -> List[str]:
           'examples_per_second', 'step_memory_bytes', 'compile_seconds']
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
-  """The results table: metric as 'mean ± CI half-width' over the finished
-  seeds ('2 of 3' while some are not)."""
-  rows = [{**r, 'metric': _mean_pm_ci(r.get(f'{metric}_mean'),
-                                      r.get(f'{metric}_ci95')),
-           'seeds': str(r['seeds']) if r['seeds'] == r['runs'] else
-                    f'{r["seeds"]} of {r["runs"]}'} for r in rows]
+def _with_cells(rows: Sequence[Mapping[str, Any]], metric: str
+                ) -> List[Dict[str, Any]]:
+  """`rows` plus the text of the Markdown table's combined cells: the metric
+  as 'mean ± CI half-width' and the finished seeds ('2 of 3' while some are
+  not). The CSV leaves these keys out."""
+  return [{**r, 'metric_cell': _mean_pm_ci(r.get(f'{metric}_mean'),
+                                           r.get(f'{metric}_ci95')),
+           'seeds_cell': str(r['seeds']) if r['seeds'] == r['runs'] else
+                         f'{r["seeds"]} of {r["runs"]}'} for r in rows]
 
-  def scaled(factor, fmt):
-    return lambda v: '-' if v is None else fmt.format(v * factor)
 
-  return sweep.markdown_table(rows, [
-      ('variant', 'variant', str),
-      ('seeds', 'seeds', str),
-      ('metric', f'{metric} (mean ± 95% CI)', str),
-      ('num_params', 'params', sweep.format_number),
-      ('flops_per_example', 'MFLOP / example (XLA)', scaled(1e-6, '{:.3f}')),
-      ('examples_per_second', 'train examples/s', scaled(1, '{:.0f}')),
+def _markdown_columns(metric: str) -> List[reporting.Column]:
+  """The results table's columns (of `_with_cells` rows)."""
+  return [
+      ('variant', 'variant', reporting.text),
+      ('seeds_cell', 'seeds', reporting.text),
+      ('metric_cell', f'{metric} (mean ± 95% CI)', reporting.text),
+      ('num_params', 'params', reporting.format_number),
+      ('flops_per_example', 'MFLOP / example (XLA)',
+       reporting.fixed('{:.3f}', 1e-6)),
+      ('examples_per_second', 'train examples/s', reporting.fixed('{:.0f}')),
       ('step_memory_bytes', 'step memory MiB (XLA, per device)',
-       scaled(2**-20, '{:.1f}')),
-      ('compile_seconds', 'compile s', scaled(1, '{:.1f}')),
-  ])
+       reporting.fixed('{:.1f}', 2**-20)),
+      ('compile_seconds', 'compile s', reporting.fixed('{:.1f}')),
+  ]
 
 
 def _figure(ncols: int = 1):
@@ -260,7 +265,7 @@ def plot_metric_vs(rows: Sequence[Mapping[str, Any]], metric: str, key: str,
   return True
 
 
-def plot_robustness(variant_runs: Sequence[Tuple[Variant, Sequence[sweep.Run]]],
+def plot_robustness(variant_runs: Sequence[Tuple[Variant, Sequence[runs_lib.Run]]],
                     outdir: str, metric: str) -> List[str]:
   """robustness_<modality>.png for every modality some run's robustness.json
   has noise results for; returns the paths written. `metric` names the
@@ -312,19 +317,20 @@ def run_benchmark(config: str, variants: Sequence[Variant],
     outdir: the benchmark's directory (module docstring).
     base_overrides: field -> value for every run (e.g. the dataset).
     metric: the eval metric reported; default the task's `best_metric`.
-    bench: measure the step (mmjax.bench, in this process, after training).
+    bench: measure the step (`throughput.benchmark`, in this process, after
+      training).
     bench_steps, bench_warmup: its timed and warm-up steps.
-    **launch_kwargs: how runs are launched (`mmjax.sweep.launch`).
+    **launch_kwargs: how runs are launched (`mmjax.sweeps.launch.launch`).
   Returns:
     (rows, Markdown table, names of the runs that failed; the report covers
     the finished ones), or None when only commands were written.
   """
   if not variants or not seeds:
     raise ValueError('the benchmark needs at least one variant and one seed.')
-  runs = sweep.make_runs(config, [{**v.settings, 'seed': s}
-                                  for v in variants for s in seeds],
-                         base_overrides)
-  statuses = sweep.launch(runs, outdir, **launch_kwargs)
+  runs = runs_lib.make_runs(config, [{**v.settings, 'seed': s}
+                                     for v in variants for s in seeds],
+                            base_overrides)
+  statuses = launch_lib.launch(runs, outdir, **launch_kwargs)
   if statuses is None:
     return None
   variant_runs = [(v, runs[i * len(seeds):(i + 1) * len(seeds)])
@@ -335,15 +341,14 @@ def run_benchmark(config: str, variants: Sequence[Variant],
     result = None
     if bench and any(r.summary(outdir) for r in vruns):
       result = measure(vruns[0].load_config(), os.path.join(
-          outdir, 'bench', sweep.run_name(variant.settings) + '.json'),
+          outdir, 'bench', runs_lib.run_name(variant.settings) + '.json'),
                        steps=bench_steps, warmup=bench_warmup)
     rows.append(variant_row(variant, vruns, outdir, metric, result))
   keys = columns(metric)
   keys += sorted({k for r in rows for k in r if k not in keys})
-  os.makedirs(outdir, exist_ok=True)  # Nothing may have run yet.
-  sweep.write_csv(rows, keys, os.path.join(outdir, 'results.csv'))
-  table = markdown(rows, metric)
-  fileio.atomic_write(os.path.join(outdir, 'results.md'), table + '\n')
+  table = reporting.write_tables(_with_cells(rows, metric), keys,
+                                 _markdown_columns(metric),
+                                 os.path.join(outdir, 'results'))
   plot_metric_vs(rows, metric, 'flops_per_example',
                  'training FLOPs per example (XLA cost analysis)',
                  os.path.join(outdir, 'metric_vs_flops.png'))
@@ -351,4 +356,4 @@ def run_benchmark(config: str, variants: Sequence[Variant],
                  os.path.join(outdir, 'metric_vs_params.png'))
   plot_robustness(variant_runs, outdir, metric)
   logging.info('Results: %s', os.path.join(outdir, 'results.md'))
-  return rows, table, sweep.failed(statuses)
+  return rows, table, runs_lib.failed(statuses)

@@ -19,11 +19,12 @@ rate of a large matrix product timed on the same devices in the same run.
 """
 import dataclasses
 import functools
+import json
 import math
 import os
 import resource
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -32,6 +33,8 @@ import ml_collections
 import numpy as np
 
 from mmjax import data
+from mmjax import fileio
+from mmjax import reporting
 from mmjax.errors import ConfigError
 from mmjax.models import layers
 from mmjax.experiment import Experiment
@@ -234,31 +237,51 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
   return result
 
 
-_COLUMNS = (
-    ('label', 'run', '{}'),
-    ('compile_seconds', 'compile s', '{:.1f}'),
-    ('step_seconds_median', 'step s', '{:.4f}'),
-    ('examples_per_second', 'examples/s', '{:.1f}'),
-    ('flops_per_step_analytic', 'GFLOP/step (analytic)', '{:.1f}', 1e-9),
-    ('flops_per_step_xla', 'GFLOP/step (XLA)', '{:.1f}', 1e-9),
-    ('peak_flops_per_second', 'peak GFLOP/s', '{:.0f}', 1e-9),
-    ('mfu', 'MFU', '{:.1%}'),
-    ('peak_memory_bytes', 'peak memory MiB', '{:.0f}', 2**-20),
-    ('xla_temp_bytes', 'XLA temp MiB', '{:.0f}', 2**-20),
+COLUMNS = (
+    ('label', 'run', reporting.text),
+    ('compile_seconds', 'compile s', reporting.fixed('{:.1f}')),
+    ('step_seconds_median', 'step s', reporting.fixed('{:.4f}')),
+    ('examples_per_second', 'examples/s', reporting.fixed('{:.1f}')),
+    ('flops_per_step_analytic', 'GFLOP/step (analytic)',
+     reporting.fixed('{:.1f}', 1e-9)),
+    ('flops_per_step_xla', 'GFLOP/step (XLA)', reporting.fixed('{:.1f}', 1e-9)),
+    ('peak_flops_per_second', 'peak GFLOP/s', reporting.fixed('{:.0f}', 1e-9)),
+    ('mfu', 'MFU', reporting.fixed('{:.1%}')),
+    ('peak_memory_bytes', 'peak memory MiB', reporting.fixed('{:.0f}', 2**-20)),
+    ('xla_temp_bytes', 'XLA temp MiB', reporting.fixed('{:.0f}', 2**-20)),
 )
+
+
+def default_label(config_file: str, result: Mapping[str, Any]) -> str:
+  """A result's name in the table: the config file and the settings that
+  tell benchmark runs of it apart."""
+  return (f'{config_file} dtype={result["dtype"]} remat={result["remat"]} '
+          f'scan={result["scan_layers"]} attention={result["attention"]} '
+          f'batch={result["batch_size"]}')
+
+
+def append_result(path: str, result: Mapping[str, Any]) -> List[Dict]:
+  """Appends `result` to the JSON list in `path` (created with its directory
+  if missing) and returns the whole list, so that several runs (say, remat
+  off and on) make one table.
+
+  Raises:
+    ValueError naming `path` if it holds something other than a JSON list.
+  """
+  results = []
+  if os.path.exists(path):
+    with open(path) as f:
+      results = json.load(f)
+    if not isinstance(results, list):
+      raise ValueError(f'{path} holds a JSON {type(results).__name__}, not '
+                       'the list of results that benchmark runs append to; '
+                       'name another --out.')
+  results.append(dict(result))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.atomic_write_json(path, results)
+  return results
 
 
 def format_table(results: Sequence[Mapping[str, Any]]) -> str:
   """A Markdown table of benchmark results, one row per result."""
-  lines = ['| ' + ' | '.join(c[1] for c in _COLUMNS) + ' |',
-           '|' + '---|' * len(_COLUMNS)]
-  for r in results:
-    cells = []
-    for key, _, fmt, *scale in _COLUMNS:
-      value = r.get(key)
-      if value is None:
-        cells.append('-')
-      else:
-        cells.append(fmt.format(value * scale[0] if scale else value))
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
+  return reporting.markdown_table(results, COLUMNS)
