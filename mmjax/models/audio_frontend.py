@@ -1,125 +1,19 @@
-"""Log-mel spectrogram and MFCC features of waveforms.
-
-This is the one implementation of audio features in mmjax: the audio encoders
-call it through `AudioFrontend`, and the input pipeline's `audio_features` op
-calls the same plain functions (no Flax in them) on NumPy arrays, so both agree.
-The functions compute with NumPy when given NumPy arrays (host-side, no device
-dispatch per example) and with jax.numpy otherwise.
-
-Conventions:
-  framing   not centered (like ``tf.signal.stft`` or ``librosa`` with
-            ``center=False``): frame t covers samples
-            [t * hop_length, t * hop_length + n_fft), so a clip of N samples
-            has ``1 + (N - n_fft) // hop_length`` frames and trailing samples
-            that do not fill a frame are dropped. No padding is invented.
-  window    periodic Hann, ``scipy.signal.get_window('hann', n_fft)``.
-  spectrum  power |rfft(window * frame)|^2 over n_fft // 2 + 1 bins, unscaled.
-  mel scale HTK, mel(f) = 2595 log10(1 + f / 700). Filter m is a triangle over
-            linear frequency with peak 1 at edge m + 1 of ``n_mels + 2`` edges
-            equally spaced in mel from fmin to fmax, falling to 0 at edges m
-            and m + 2 (no area normalisation).
-  log-mel   ln(mel power + log_offset).
-  MFCC      orthonormal DCT-II of the log-mel over the mel axis, first n_mfcc.
-  masks     a frame is valid when every sample it covers is valid. With
-            padding at the end, the valid frames of a padded clip are exactly
-            the frames of the unpadded clip, so padding never reaches a valid
-            frame's features.
+"""The audio front end of the models: waveform -> log-mel or MFCC features,
+a parameter-free Flax module over the pure functions of `mmjax.dsp` (the
+conventions of framing, mel scale and masks are documented there).
 """
 from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import scipy.fft
 
-FEATURE_KINDS = ('logmel', 'mfcc')
-# What an audio encoder can take: a waveform turned into one of FEATURE_KINDS
-# inside the model, or features the input pipeline already computed.
-FRONTEND_KINDS = FEATURE_KINDS + ('precomputed',)
+from mmjax import dsp
 
-
-def _xp(x):
-  """NumPy for NumPy inputs (the input pipeline), jax.numpy otherwise."""
-  return np if isinstance(x, np.ndarray) else jnp
-
-
-def num_frames(num_samples: int, n_fft: int, hop_length: int) -> int:
-  """Frames in a clip of `num_samples` (see the framing convention above)."""
-  if num_samples < n_fft:
-    raise ValueError(f'a clip of {num_samples} samples is shorter than one '
-                     f'frame (n_fft={n_fft}); use a smaller n_fft or pad it.')
-  return 1 + (num_samples - n_fft) // hop_length
-
-
-def frames(x: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
-  """Overlapping frames of each row: [B, N] -> [B, frames, n_fft]."""
-  count = num_frames(x.shape[-1], n_fft, hop_length)
-  index = (hop_length * np.arange(count)[:, None] + np.arange(n_fft)[None, :])
-  return x[:, index]
-
-
-def hz_to_mel(hz):
-  """HTK mel scale of frequencies in Hz (floats or NumPy arrays)."""
-  return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
-
-
-def mel_to_hz(mel):
-  return 700.0 * (10.0**(np.asarray(mel, np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int,
-                   fmin: float = 0.0, fmax: Optional[float] = None
-                   ) -> np.ndarray:
-  """Triangular HTK mel filters as a float32 [n_fft // 2 + 1, n_mels] matrix.
-
-  NumPy, so that under `jit` it is a compile-time constant.
-  """
-  fmax = sample_rate / 2 if fmax is None else fmax
-  if not 0 <= fmin < fmax <= sample_rate / 2:
-    raise ValueError(f'mel range needs 0 <= fmin < fmax <= sample_rate / 2, '
-                     f'got fmin={fmin}, fmax={fmax}, sample_rate={sample_rate}')
-  bin_hz = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)[:, None]  # [bins, 1]
-  edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-  lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
-  rising = (bin_hz - lower) / (center - lower)
-  falling = (upper - bin_hz) / (upper - center)
-  return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
-
-
-def log_mel_spectrogram(waveform: jax.Array, sample_rate: int, n_fft: int,
-                        hop_length: int, n_mels: int, fmin: float = 0.0,
-                        fmax: Optional[float] = None,
-                        log_offset: float = 1e-6) -> jax.Array:
-  """Log-mel power spectrogram: waveform [B, N] -> [B, frames, n_mels]."""
-  xp = _xp(waveform)
-  x = frames(xp.asarray(waveform, xp.float32), n_fft, hop_length)
-  # Periodic Hann, the window of spectral analysis (scipy's default).
-  window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
-  spectrum = xp.fft.rfft(x * window.astype(np.float32), axis=-1)
-  power = xp.real(spectrum)**2 + xp.imag(spectrum)**2
-  filters = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
-  if xp is np:
-    mel = power @ filters
-  else:
-    mel = jnp.matmul(power, filters, precision=jax.lax.Precision.HIGHEST)
-  return xp.log(mel + log_offset).astype(np.float32)
-
-
-def mfcc(log_mel: jax.Array, n_mfcc: int) -> jax.Array:
-  """MFCCs: log-mel [B, F, n_mels] -> [B, F, n_mfcc] (orthonormal DCT-II)."""
-  if not 0 < n_mfcc <= log_mel.shape[-1]:
-    raise ValueError(f'n_mfcc must be in [1, n_mels={log_mel.shape[-1]}], '
-                     f'got {n_mfcc}')
-  dct = scipy.fft.dct if isinstance(log_mel, np.ndarray) else jax.scipy.fft.dct
-  return dct(log_mel, type=2, axis=-1, norm='ortho')[..., :n_mfcc]
-
-
-def frame_mask(sample_mask: jax.Array, n_fft: int, hop_length: int
-               ) -> jax.Array:
-  """Valid frames: sample mask [B, N] -> [B, frames] bool, all samples valid."""
-  xp = _xp(sample_mask)
-  return frames(xp.asarray(sample_mask, bool), n_fft, hop_length).all(axis=-1)
+# What an audio encoder can take: a waveform turned into one of
+# dsp.FEATURE_KINDS inside the model, or features the input pipeline already
+# computed.
+FRONTEND_KINDS = dsp.FEATURE_KINDS + ('precomputed',)
 
 
 class AudioFrontend(nn.Module):
@@ -152,11 +46,7 @@ class AudioFrontend(nn.Module):
       if mask is None:
         mask = jnp.ones(waveform.shape[:2], bool)
       return jnp.where(mask[..., None], waveform, 0.0), mask
-    features = log_mel_spectrogram(waveform, self.sample_rate, self.n_fft,
-                                   self.hop_length, self.n_mels)
-    if self.kind == 'mfcc':
-      features = mfcc(features, self.n_mfcc)
     if mask is None:
       mask = jnp.ones(waveform.shape, bool)
-    valid = frame_mask(mask, self.n_fft, self.hop_length)
-    return jnp.where(valid[..., None], features, 0.0), valid
+    return dsp.features(waveform, mask, self.kind, self.sample_rate,
+                        self.n_fft, self.hop_length, self.n_mels, self.n_mfcc)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn import datasets as sklearn_datasets
 
+from mmjax import dsp
 from mmjax.data.builders import digits
 from mmjax.data.builders import speech
-from mmjax.models import audio_frontend
 
 SPLITS = ('train', 'test')
 
@@ -155,7 +155,7 @@ def test_train_pairs_of_an_image_have_different_audio(clean):
 
 def _feature(waveform):
   """Log-mel of a clip, trimmed to its loud frames, resampled to 12 frames."""
-  log_mel = audio_frontend.log_mel_spectrogram(
+  log_mel = dsp.log_mel_spectrogram(
       waveform[None].astype(np.float32) / 32767, digits.SAMPLE_RATE, 256,
       128, 40, log_offset=1e-4)[0]
   loud = log_mel.max(1) > log_mel.max() - 8

@@ -5,9 +5,9 @@ from scipy import ndimage
 
 from configs import interaction as interaction_config
 from mmjax import data
+from mmjax import dsp
 from mmjax.data.builders import interaction
 from mmjax.data.builders import speech
-from mmjax.models import audio_frontend
 
 SPLITS = ('train', 'test')
 BITS = ('image_bit', 'text_bit', 'audio_bit')
@@ -123,7 +123,7 @@ def test_text_bit_is_the_keyword(examples, split):
 
 def _feature(waveform):
   """Log-mel of a clip, trimmed to its loud frames, resampled to 8 frames."""
-  log_mel = audio_frontend.log_mel_spectrogram(
+  log_mel = dsp.log_mel_spectrogram(
       waveform[None].astype(np.float32) / 32767, interaction.SAMPLE_RATE, 256,
       128, 40, log_offset=1e-4)[0]
   loud = log_mel.max(1) > log_mel.max() - 8

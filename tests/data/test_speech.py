@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from mmjax import dsp
 from mmjax.data.builders import digits
 from mmjax.data.builders import scenes
 from mmjax.data.builders import speech
-from mmjax.models import audio_frontend
 
 SPEAKER = speech.Speaker(f0=120., formant_scale=1., rate=1., loudness=0.1)
 
@@ -23,7 +23,7 @@ def _log_mel(waveform, span=None):
   x = waveform.astype(np.float32) / 32767
   if span is not None:
     x = x[span[0]:span[1]]
-  return audio_frontend.log_mel_spectrogram(
+  return dsp.log_mel_spectrogram(
       x[None], speech.SAMPLE_RATE, 256, 128, 40, log_offset=1e-4)[0]
 
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmjax import dsp
 from mmjax.errors import ConfigError
-from mmjax.models import audio_frontend
 from mmjax.models.encoders import build_encoder, check_encoder_config
 from mmjax.registry import ENCODERS, MODALITIES
 from trees import assert_trees_close
@@ -99,7 +99,7 @@ def test_audio_lstm_tokens_are_the_valid_frames():
   x, mask = make_inputs('audio')
   _, token_mask = apply(variables, x, mask, train=False)
   np.testing.assert_array_equal(
-      token_mask, audio_frontend.frame_mask(mask, n_fft=256, hop_length=128))
+      token_mask, dsp.frame_mask(mask, n_fft=256, hop_length=128))
 
 
 def test_rnn_cell_follows_the_registered_name():

@@ -2,8 +2,8 @@
 SpecAugment.
 
 A waveform is float32 [N] in [-1, 1] after `decode_audio`. `audio_features`
-turns it into log-mel or MFCC features [frames, K] with the front end the
-models use (`mmjax.models.audio_frontend`, NumPy path), for models configured
+turns it into log-mel or MFCC features [frames, K] with the functions the
+models' front end uses (`mmjax.dsp`, NumPy path), for models configured
 with `features='precomputed'`; `spec_augment` then masks them.
 """
 import dataclasses
@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
+from mmjax import dsp
 from mmjax.data.ops.general import get
 from mmjax.data.preprocess import Op
-from mmjax.models import audio_frontend
 from mmjax.registry import OPS
 
 
@@ -137,24 +137,19 @@ class AudioFeatures(_NeedsRate):
   key: str = 'audio'
 
   def __post_init__(self):
-    if self.kind not in audio_frontend.FEATURE_KINDS:
-      raise ValueError(f'kind must be one of '
-                       f'{", ".join(audio_frontend.FEATURE_KINDS)}, got '
-                       f'{self.kind!r}')
+    if self.kind not in dsp.FEATURE_KINDS:
+      raise ValueError(f'kind must be one of {", ".join(dsp.FEATURE_KINDS)}, '
+                       f'got {self.kind!r}')
     _positive(n_fft=self.n_fft, hop_length=self.hop_length,
               n_mels=self.n_mels, n_mfcc=self.n_mfcc)
 
   def __call__(self, example, rng):
     audio = get(example, self.key, self)
     mask = example.get(_mask_key(self.key), np.ones(len(audio), bool))
-    features = audio_frontend.log_mel_spectrogram(
-        audio[None], self.sample_rate, self.n_fft, self.hop_length,
-        self.n_mels)
-    if self.kind == 'mfcc':
-      features = audio_frontend.mfcc(features, self.n_mfcc)
-    valid = audio_frontend.frame_mask(mask[None], self.n_fft,
-                                      self.hop_length)[0]
-    features = np.where(valid[:, None], features[0], 0.).astype(np.float32)
+    features, valid = dsp.features(
+        audio[None], mask[None], self.kind, self.sample_rate, self.n_fft,
+        self.hop_length, self.n_mels, self.n_mfcc)
+    features, valid = features[0].astype(np.float32), valid[0]
     return {**example, self.key: features, _mask_key(self.key): valid}
 
 
