@@ -159,6 +159,10 @@ def get_config(arg=None):
       frozen=(),
       param_learning_rates=(),
   ))
+  # For a task that updates parameter groups in turn, each by its own
+  # optimizer (e.g. a GAN's generator and discriminator): group -> fields of
+  # `optimizer` that differ for that group's optimizer.
+  c.optimizer_groups = ml_collections.ConfigDict()
 
   # Persistent XLA compilation cache ('' = off): reruns skip compilation.
   c.compilation_cache_dir = ''

@@ -26,7 +26,7 @@ from mmjax.train.sharding import make_mesh
 from mmjax.train.workdir import (CONFIG_FILE, WorkdirLock, check_stored_config,
                                  check_workdir)
 from mmjax.train.writers import MetricWriter
-from mmjax.validate import validate_config
+from mmjax.validate import group_optimizer_config, validate_config
 
 SUMMARY_FILE = loop.SUMMARY_FILE
 
@@ -79,8 +79,7 @@ class Experiment:
                              vocab_size=meta.get('vocab_size'),
                              sample_rate=meta.get('sample_rate'),
                              bn_axis_name=parallel.PMAP_AXIS if pmap else None)
-    self.tx, self.schedule = make_optimizer(config.optimizer,
-                                            config.num_train_steps)
+    self.tx, self.schedule = _optimizers(config, self.task)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
     self.init_rng = init_rng
     common = dict(model=self.model, tx=self.tx, task=self.task,
@@ -136,6 +135,19 @@ class Experiment:
                   copies=c.keep_last + c.keep_best + 1,
                   process_index=jax.process_index())
 
+
+
+def _optimizers(config: ml_collections.ConfigDict, task):
+  """(optimizer, learning-rate schedule): one for all parameters, or
+  {group: ...} for a task that updates parameter groups in turn
+  (`task.optimizer_groups`, e.g. a generator and a discriminator)."""
+  groups = tuple(getattr(task, 'optimizer_groups', ()))
+  if not groups:
+    return make_optimizer(config.optimizer, config.num_train_steps)
+  made = {g: make_optimizer(group_optimizer_config(config, g),
+                            config.num_train_steps) for g in groups}
+  return ({g: tx for g, (tx, _) in made.items()},
+          {g: schedule for g, (_, schedule) in made.items()})
 
 
 def validate(config: ml_collections.ConfigDict, devices=None):

@@ -77,6 +77,32 @@ def _check_speed_options(config: ml_collections.ConfigDict,
                       f'{config.get("compilation_cache_dir")!r}.')
 
 
+def group_optimizer_config(config: ml_collections.ConfigDict, group: str
+                           ) -> ml_collections.ConfigDict:
+  """`config.optimizer` with the overrides `config.optimizer_groups[group]`."""
+  merged = ml_collections.ConfigDict(config.optimizer.to_dict())
+  merged.update(config.optimizer_groups.get(group, {}))
+  return merged
+
+
+def _check_optimizer_groups(config: ml_collections.ConfigDict, task) -> None:
+  """The optimizer of each of the task's parameter groups, and that
+  `optimizer_groups` names only those groups."""
+  groups = tuple(getattr(task, 'optimizer_groups', ()))
+  for group in config.get('optimizer_groups', {}):
+    if group not in groups:
+      raise ConfigError(f'optimizer_groups.{group}', (
+          f'task {config.task.name!r} has no parameter group {group!r}; its '
+          f'groups are: {", ".join(groups) or "none (one optimizer)"}.'))
+  if groups and getattr(task, 'couples_examples', False):
+    raise ConfigError('task.name', f'task {config.task.name!r} both couples '
+                      'the rows of a batch and updates parameter groups in '
+                      'turn; the train step supports one or the other.')
+  for group in groups:
+    check_optimizer_config(group_optimizer_config(config, group),
+                           config.num_train_steps)
+
+
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                     process_count: int = 1):
   """Checks `config` against the registries, the dataset and the devices.
@@ -121,6 +147,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
   task = TASKS.get(config.task.name, field='task.name')(config.task, spec,
                                                        pp_train)
   check_optimizer_config(config.optimizer, config.num_train_steps)
+  _check_optimizer_groups(config, task)
 
   if config.parallel.mode not in PARALLEL_MODES:
     raise ConfigError('parallel.mode', f'unknown mode {config.parallel.mode!r};'

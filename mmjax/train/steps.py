@@ -4,7 +4,8 @@ Each step is a pure function of (state, batch); the parallel runners in
 `mmjax.train.parallel` compile them with `jax.jit` over a mesh or with
 `jax.pmap`, where `axis_name` names the device axis to average over.
 """
-from typing import Any, Callable, Mapping, Optional, Tuple
+import functools
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import flax
 import flax.linen as nn
@@ -14,6 +15,10 @@ import optax
 
 Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
+# One optimizer for all parameters, or one per parameter group: {name of a
+# top-level parameter subtree: its optimizer}, the groups updated in turn.
+Optimizers = Union[optax.GradientTransformation,
+                   Mapping[str, optax.GradientTransformation]]
 
 
 @flax.struct.dataclass
@@ -49,16 +54,19 @@ class TrainState:
   nonfinite: NonFiniteCounts
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation,
-               example_batch: Batch, rng: jax.Array) -> TrainState:
+def init_state(model: nn.Module, tx: Optimizers, example_batch: Batch,
+               rng: jax.Array) -> TrainState:
   """A fresh state. Parameters stay boxed (`nn.Partitioned`) so that
-  `jax.eval_shape` of this function exposes their logical axis names."""
+  `jax.eval_shape` of this function exposes their logical axis names.
+  With one optimizer per parameter group, `opt_state` is {group: state}."""
   variables = model.init({'params': rng, 'dropout': rng}, example_batch,
                          train=False)
   params = variables['params']
+  opt_state = ({g: t.init(params[g]) for g, t in tx.items()}
+               if isinstance(tx, Mapping) else tx.init(params))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}),
-                    opt_state=tx.init(params),
+                    opt_state=opt_state,
                     nonfinite=NonFiniteCounts.zeros())
 
 
@@ -93,11 +101,18 @@ def _step_rng(rng: jax.Array, state: TrainState,
 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
-               tx: optax.GradientTransformation, loss_fn: Callable,
-               schedule: Callable, rng: jax.Array,
-               axis_name: Optional[str] = None,
-               accumulation_steps: int = 1) -> Tuple[TrainState, Metrics]:
+               tx: Optimizers, loss_fn: Callable, schedule: Callable,
+               rng: jax.Array, axis_name: Optional[str] = None,
+               accumulation_steps: int = 1, group: Optional[str] = None
+               ) -> Tuple[TrainState, Metrics]:
   """One optimizer step on `batch`; returns the new state and on-device metrics.
+
+  With one optimizer per parameter group (`tx` and `schedule` mappings),
+  step s updates only group `list(tx)[s % len(tx)]`, by its own optimizer
+  (whose learning rate `schedule[group]` reports), minimising
+  `loss_fn(outputs, batch, group)`; the other groups and their optimizer
+  states stay as they are (`lax.switch`: one compiled step for all groups;
+  `group` is the group a branch updates).
 
   The dropout key is `rng` folded with the step (and, under pmap, with the
   device index; with accumulation, with the micro-batch index), so no key is
@@ -110,6 +125,14 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   gradients are not finite changes nothing but the step counter and reports
   `nonfinite` = 1 in its metrics.
   """
+  if isinstance(tx, Mapping):
+    updates = [functools.partial(
+        train_step, model=model, tx=group_tx,
+        loss_fn=functools.partial(loss_fn, group=group),
+        schedule=schedule[group],
+        rng=rng, axis_name=axis_name, accumulation_steps=accumulation_steps,
+        group=group) for group, group_tx in tx.items()]
+    return jax.lax.switch(state.step % len(updates), updates, state, batch)
   step_rng = _step_rng(rng, state, axis_name)
 
   def compute_loss(params, batch_stats, batch, dropout_rng):
@@ -146,21 +169,32 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     grads, metrics = jax.tree.map(lambda x: x / accumulation_steps,
                                   (grads, metrics))
   return _apply_gradients(state, grads, metrics, batch_stats, tx=tx,
-                          schedule=schedule, axis_name=axis_name)
+                          schedule=schedule, axis_name=axis_name, group=group)
 
 
 def _apply_gradients(state: TrainState, grads: Any, metrics: Metrics,
                      batch_stats: Any, *, tx: optax.GradientTransformation,
-                     schedule: Callable, axis_name: Optional[str]
+                     schedule: Callable, axis_name: Optional[str],
+                     group: Optional[str] = None
                      ) -> Tuple[TrainState, Metrics]:
-  """The optimizer update of both train steps, skipped when not finite."""
+  """The optimizer update of both train steps, skipped when not finite;
+  with `group`, of that parameter group only (by its optimizer `tx`)."""
+  if group is not None:
+    grads = grads[group]
   if axis_name is not None:
     # Every device holds an equal share of the global batch, so the mean of
     # per-device means is the global mean, as in the jit mode (for
     # `coupled_train_step`, see its docstring).
     grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  if group is None:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+  else:
+    updates, group_opt = tx.update(grads, state.opt_state[group],
+                                   state.params[group])
+    params = {**state.params,
+              group: optax.apply_updates(state.params[group], updates)}
+    opt_state = {**state.opt_state, group: group_opt}
   # A step with a non-finite loss or gradient leaves parameters, optimizer
   # state and batch statistics bitwise as they were (the step counter and
   # the data move on); the state's `nonfinite` counts tell the loop's guard.

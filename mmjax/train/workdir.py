@@ -30,7 +30,7 @@ LOCK_FILE = 'mmjax.lock'
 # another run's. Everything else (step counts, cadences, evaluation, mesh,
 # checkpoint options) may change between restarts.
 STATE_FIELDS = ('seed', 'dataset', 'input.global_batch_size', 'input.pp_train',
-                'model', 'optimizer', 'task')
+                'model', 'optimizer', 'optimizer_groups', 'task')
 # Fields inside those that only say where things are.
 LOCATION_FIELDS = ('dataset.data_dir',)
 
