@@ -34,7 +34,9 @@ Stored features (per modality column of the manifest)
   - `image`: the original encoded file bytes, Tensor((), object); the input
     pipeline's `decode_image` op decodes them. Validated here by a full decode.
   - `audio`: int16 [samples], mono (channels averaged), resampled to
-    `sample_rate` with a polyphase filter of the exact rational ratio.
+    `sample_rate` with a polyphase filter of the exact rational ratio, in
+    mmjax's int16 scale (`mmjax.audio_io`; a 16-bit PCM file already
+    mono at `sample_rate` stores bit-exact).
   - `text`: Text.
   - `label`: ClassLabel; `labels`: Sequence(ClassLabel). The names are the
     given `label_names`, else the sorted labels of the 'train' split (of all
@@ -106,10 +108,10 @@ from absl import logging
 import numpy as np
 from PIL import Image
 import scipy.io.wavfile
-import scipy.signal
 import soundfile
 import tensorflow_datasets as tfds
 
+from mmjax import audio_io
 from mmjax import fileio
 
 MODALITIES = ('image', 'audio', 'text')
@@ -746,20 +748,15 @@ def _audio_problem(path: str, limits: _Limits) -> Optional[Tuple[str, str]]:
         raise ValueError('it holds no samples')
       return None
   except soundfile.LibsndfileError:
-    if not _is_riff(path):
+    if not audio_io.is_riff(path):
       raise
   # A WAV variant only scipy reads, at once: the size limit bounds it.
-  audio, rate = _read_wav_with_scipy(path)
+  audio, rate = audio_io.read_wav_with_scipy(path)
   if len(audio) / rate > limits.max_audio_seconds:
     return too_long(len(audio) / rate, 'lasts')
   if not audio.size:
     raise ValueError('it holds no samples')
   return None
-
-
-def _is_riff(path: str) -> bool:
-  with open(path, 'rb') as f:
-    return f.read(4) in (b'RIFF', b'RIFX', b'RF64')
 
 
 def _wav_header(path: str) -> Tuple[Optional[float], Optional[str]]:
@@ -804,37 +801,6 @@ def _wav_header(path: str) -> Tuple[Optional[float], Optional[str]]:
   return None, None
 
 
-def _read_wav_with_scipy(path: str) -> Tuple[np.ndarray, int]:
-  """A WAV libsndfile rejects -> (float32 [frames, channels] in [-1, 1], rate).
-
-  scipy reads some WAV variants libsndfile does not (e.g. 64-bit PCM).
-  Expects `_decoder_settings`, which makes scipy's "file ends early" warning
-  an error.
-  """
-  rate, audio = scipy.io.wavfile.read(path)
-  audio = audio.reshape(len(audio), -1)
-  if np.issubdtype(audio.dtype, np.unsignedinteger):  # 8-bit WAV: offset.
-    half = (int(np.iinfo(audio.dtype).max) + 1) / 2
-    audio = audio.astype(np.float32)
-    audio -= half
-    audio /= half
-  elif np.issubdtype(audio.dtype, np.integer):
-    scale = int(np.iinfo(audio.dtype).max) + 1
-    audio = audio.astype(np.float32)
-    audio /= scale
-  return audio.astype(np.float32, copy=False), rate
-
-
-def _read_audio(path: str) -> Tuple[np.ndarray, int]:
-  """Decodes a checked audio file -> (float32 [frames, channels], rate)."""
-  try:
-    return soundfile.read(path, dtype='float32', always_2d=True)
-  except soundfile.LibsndfileError:
-    if not _is_riff(path):
-      raise
-  return _read_wav_with_scipy(path)
-
-
 def _bad_audio(manifest: str, row: _Row, error: Exception) -> ManifestError:
   return _row_error(manifest, row.line, 'bad_audio',
                     f'cannot decode audio {row.audio} ({error}); replace it '
@@ -845,16 +811,9 @@ def _bad_audio(manifest: str, row: _Row, error: Exception) -> ManifestError:
 def _load_audio(manifest: str, row: _Row, sample_rate: int) -> np.ndarray:
   """The row's audio as int16 [samples] at `sample_rate`, mono."""
   try:
-    audio, rate = _read_audio(row.audio)
+    return audio_io.load_int16(row.audio, sample_rate)
   except _AUDIO_ERRORS as e:
     raise _bad_audio(manifest, row, e) from e
-  mono = audio.mean(axis=1)
-  if rate != sample_rate:
-    g = math.gcd(rate, sample_rate)
-    mono = scipy.signal.resample_poly(mono, sample_rate // g, rate // g)
-  # x 32768 undoes soundfile's int16 -> float scaling, so 16-bit audio at the
-  # target rate is stored bit-exact.
-  return np.clip(np.round(mono * 32768), -32768, 32767).astype(np.int16)
 
 
 # -- The dataset ---------------------------------------------------------------

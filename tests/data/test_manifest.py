@@ -18,6 +18,7 @@ import soundfile
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from mmjax import audio_io
 from mmjax.data import manifest as manifest_lib
 from mmjax.data.manifest import ManifestError
 from mmjax.data.manifest import prepare_manifest
@@ -163,8 +164,8 @@ def test_good_manifest_reads_back_in_a_fresh_process(tmp_path, media,
       assert audio.shape == (math.ceil(4410 * 16000 / 22050),)
       expected = _tone(len(audio), 16000, 0.75 * 0.4)
       # The resampling filter's edge transients aside, the tone is kept.
-      np.testing.assert_allclose(audio[50:-50] / 32768, expected[50:-50],
-                                 atol=5e-3)
+      np.testing.assert_allclose(audio_io.to_float(audio[50:-50]),
+                                 expected[50:-50], atol=5e-3)
 
 
 # kind -> (the bad JSONL line, the offending file relative to tmp_path).
@@ -223,7 +224,8 @@ def test_wav_that_libsndfile_rejects_decodes_with_scipy(tmp_path):
   report = prepare_manifest(manifest, NAME, str(tmp_path / 'tfds'))
   builder = tfds.builder_from_directory(report.dataset_dir)
   audio = builder.as_data_source('train')[0]['audio']
-  np.testing.assert_allclose(audio / 32768, tone, atol=1 / 32768)
+  np.testing.assert_allclose(audio_io.to_float(audio), tone,
+                             atol=0.5 / audio_io.INT16_SCALE + 1e-7)
 
 
 def test_csv_errors_name_the_file_line_of_the_row(tmp_path, media):

@@ -59,9 +59,9 @@ import os
 from typing import Dict, NamedTuple, Sequence
 
 import numpy as np
-import soundfile
 import tensorflow_datasets as tfds
 
+from mmjax import audio_io
 from mmjax.data.builders import digits
 from mmjax.data.builders import generated
 
@@ -274,10 +274,10 @@ def read_recording(index: int) -> np.ndarray:
   """Samples int16 [N] of recording `index` of `recordings()`."""
   rec = recordings()
   path = recording_path(rec.digit[index], rec.speaker[index], rec.take[index])
-  samples, rate = soundfile.read(path, dtype='int16')
-  if rate != SAMPLE_RATE or samples.ndim != 1:
+  audio, rate = audio_io.read(path)
+  if rate != SAMPLE_RATE or audio.shape[1] != 1:
     raise ValueError(f'av_digits: {path} is not {SAMPLE_RATE} Hz mono.')
-  return samples
+  return audio_io.to_int16(audio[:, 0])
 
 
 def caption(digit: int, template: int, kind: str) -> str:

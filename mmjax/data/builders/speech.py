@@ -23,6 +23,8 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 import scipy.fft
 
+from mmjax import audio_io
+
 SAMPLE_RATE = 8000
 N_FFT = 256  # 32 ms frames at 8 kHz ...
 HOP = 64  # ... with a 4x overlap.
@@ -279,7 +281,7 @@ def synthesize_batch(sentences: Sequence[Sequence[str]],
         speaker.loudness / max(np.sqrt(np.mean(speech**2)), 1e-8))
     wave += level * rng.standard_normal(len(wave), np.float32)
     out.append(Utterance(
-        np.round(np.clip(wave, -1., 1.) * 32767).astype(np.int16),
+        audio_io.to_int16(np.clip(wave, -1., 1.)),
         sample_spans))
   return out
 

@@ -25,6 +25,7 @@ from typing import Dict
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mmjax import audio_io
 from mmjax.data.builders import generated
 
 IMAGE_SIZE = 32
@@ -173,8 +174,7 @@ def _render_audio(tones, noise) -> np.ndarray:
   # 10 ms linear fade in and out, so tone edges do not click across bands.
   envelope = np.clip(np.minimum(t - onset, onset + duration - t) / 0.01, 0, 1)
   waves = amplitude * envelope * np.sin(2 * np.pi * frequency * t + phase)
-  audio = np.clip(waves.sum(axis=1) + noise, -1., 1.)
-  return np.round(audio * 32767).astype(np.int16)
+  return audio_io.to_int16(np.clip(waves.sum(axis=1) + noise, -1., 1.))
 
 
 def generate(split: str, indices, *, image_noise: float,

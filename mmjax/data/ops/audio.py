@@ -7,10 +7,10 @@ models' front end uses (`mmjax.dsp`, NumPy path), for models configured
 with `features='precomputed'`; `spec_augment` then masks them.
 """
 import dataclasses
-import math
 
 import numpy as np
 
+from mmjax import audio_io
 from mmjax import dsp
 from mmjax.data.ops.general import get
 from mmjax.data.preprocess import Op
@@ -40,7 +40,8 @@ class _NeedsRate(Op):
 @OPS.register('decode_audio')
 @dataclasses.dataclass
 class DecodeAudio(Op):
-  """Integer PCM (int16 / int32) or float audio -> float32 [N] in [-1, 1]."""
+  """Integer PCM (int16 / int32) or float audio -> float32 [N] in [-1, 1]
+  (`audio_io.to_float`: int16 x is x / 32767)."""
   key: str = 'audio'
 
   def __call__(self, example, rng):
@@ -48,9 +49,7 @@ class DecodeAudio(Op):
     if audio.ndim != 1:
       raise ValueError(f'op decode_audio: {self.key!r} must be mono [samples],'
                        f' got shape {audio.shape}.')
-    if np.issubdtype(audio.dtype, np.integer):
-      audio = audio.astype(np.float32) / np.float32(np.iinfo(audio.dtype).max)
-    return {**example, self.key: audio.astype(np.float32)}
+    return {**example, self.key: audio_io.to_float(audio)}
 
 
 @OPS.register('resample')
@@ -69,14 +68,8 @@ class Resample(_NeedsRate):
 
   def __call__(self, example, rng):
     audio = get(example, self.key, self)
-    if self.sample_rate != self.rate and audio.size:
-      # Imported on first use: scipy.signal takes about a second to import,
-      # which every mmjax process would otherwise pay at start-up.
-      import scipy.signal  # pylint: disable=g-import-not-at-top
-      g = math.gcd(self.rate, self.sample_rate)
-      audio = scipy.signal.resample_poly(
-          audio, self.rate // g, self.sample_rate // g).astype(np.float32)
-    return {**example, self.key: audio}
+    return {**example,
+            self.key: audio_io.resample(audio, self.sample_rate, self.rate)}
 
 
 @OPS.register('random_crop_audio')
