@@ -22,7 +22,7 @@ from mmjax.train import loop, parallel
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.optimizer import make_optimizer
 from mmjax.train.preemption import PreemptionWatcher
-from mmjax.train.sharding import make_mesh
+from mmjax.sharding import make_mesh
 from mmjax.train.workdir import (CONFIG_FILE, WorkdirLock, check_stored_config,
                                  check_workdir)
 from mmjax.train.writers import MetricWriter

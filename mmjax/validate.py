@@ -12,7 +12,7 @@ from mmjax.models.encoders import check_encoder_config
 from mmjax.models.model import model_class
 from mmjax.data.ops.audio import AudioFeatures
 from mmjax.registry import MODALITIES, TASKS
-from mmjax.train import sharding as sharding_lib
+from mmjax import sharding as sharding_lib
 from mmjax.train.optimizer import check_optimizer_config
 
 PARALLEL_MODES = ('jit', 'pmap')

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models import layers
-from mmjax.partitioning import constrain
+from mmjax.sharding import constrain
 from mmjax.registry import ENCODERS
 
 # 'tokens': every token [B, L, D] (for token-level fusion); 'cls': the [CLS]

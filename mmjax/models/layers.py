@@ -20,7 +20,7 @@ by default), so mixed precision keeps a float32 master copy of the weights.
 
 Transformer blocks take `BlockOptions`: rematerialisation, `nn.scan` over
 the layers of a stack, and the attention kernel. Their activations are pinned
-(`mmjax.partitioning.constrain`) where tensor parallelism needs them: MLP
+(`mmjax.sharding.constrain`) where tensor parallelism needs them: MLP
 hidden units and attention heads over 'tensor' (the rules of 'mlp' and
 'heads'), and the residual stream at block boundaries split over the batch
 only, so each block ends with one reduction of its tensor-parallel partial
@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.partitioning import constrain
+from mmjax.sharding import constrain
 
 Dtype = Any
 Axes = Tuple[Optional[str], ...]

@@ -14,8 +14,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mmjax import partitioning
-from mmjax.train import sharding as sharding_lib
+from mmjax import sharding as sharding_lib
 from mmjax.train import steps
 
 HostBatch = Mapping[str, np.ndarray]
@@ -157,7 +156,7 @@ class JitRunner(_Runner):
     """`fn`, tracing under this mesh's activation constraints."""
     @functools.wraps(fn)
     def traced(*args):
-      with partitioning.activation_sharding(self.mesh, rules):
+      with sharding_lib.activation_sharding(self.mesh, rules):
         return fn(*args)
     return traced
 

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from mmjax import partitioning
+from mmjax import sharding
 from mmjax.errors import ConfigError
 from mmjax.models import fusion  # noqa: F401  (registers the methods)
 from mmjax.models import layers
 from mmjax.models.fusion import base
 from mmjax.registry import FUSIONS
-from mmjax.train import sharding
 from mmjax.validate import validate_config
 
 NAMES = FUSIONS.names()
@@ -203,7 +202,7 @@ def test_sharded_loss_equals_single_device_loss(name):
   inputs = jax.device_put(
       jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *halves),
       sharding.batch_sharding(mesh, rules))
-  with partitioning.activation_sharding(mesh, rules):
+  with sharding.activation_sharding(mesh, rules):
     sharded = jax.jit(loss)(
         jax.device_put(nn.meta.unbox(variables), shardings), *inputs)
   np.testing.assert_allclose(sharded, single, rtol=1e-5)

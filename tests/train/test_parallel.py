@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mmjax import partitioning
-from mmjax.train import sharding
+from mmjax import sharding
 from mmjax.experiment import Experiment
 
 
@@ -113,8 +112,8 @@ def test_constrain_pins_activations_only_under_activation_sharding():
   x = jnp.ones((4, 3, 8))
 
   def pinned(axes):
-    with partitioning.activation_sharding(mesh, rules):
-      return jax.jit(lambda x: partitioning.constrain(x, axes) * 2)(x)
+    with sharding.activation_sharding(mesh, rules):
+      return jax.jit(lambda x: sharding.constrain(x, axes) * 2)(x)
 
   def assert_spec(y, spec):
     assert y.sharding.is_equivalent_to(NamedSharding(mesh, spec), y.ndim), (
@@ -124,7 +123,7 @@ def test_constrain_pins_activations_only_under_activation_sharding():
   # 3 heads do not split over 4 tensor devices: replicated, not an error.
   assert_spec(pinned(('batch', 'heads', None)), P('data', None, None))
   # Outside the context (pmap, init, plain apply) it is the identity.
-  assert partitioning.constrain(x, ('batch', None, 'mlp')) is x
+  assert sharding.constrain(x, ('batch', None, 'mlp')) is x
 
 
 def test_pmap_matches_jit_in_training_and_evaluation(make_config):

@@ -1,22 +1,74 @@
-"""Device mesh, logical-axis sharding of the train state, and host -> global batches.
+"""Device meshes and logical-axis sharding of parameters, activations and batches.
 
-Parameters carry logical axis names (see `mmjax.models.layers`); the rules in
-``config.parallel.rules`` map them to the mesh axes ``data``, ``fsdp`` and
-``tensor``. Nothing here depends on the device count beyond the mesh shape.
+Parameters carry logical axis names (`nn.with_logical_partitioning` in
+`mmjax.models.layers`); the rules in ``config.parallel.rules`` map them to the
+mesh axes ``data``, ``fsdp`` and ``tensor``, for the train state
+(`state_shardings`), the batch (`batch_sharding`) and the activations pinned
+at block boundaries (`constrain`). Nothing here depends on the device count
+beyond the mesh shape.
+
+`constrain` resolves the rules under the mesh that `activation_sharding` makes
+current while the train and eval steps are traced, and does nothing outside
+it (pmap, initialisation, plain `apply`). It is not Flax's
+`nn.with_logical_constraint` because that would split a dimension its mesh
+axes do not divide (3 colour channels, 2 heads on 4 tensor devices); here,
+as for parameters, such a dimension is replicated (`fit_to_shape`), so one
+set of rules is valid for every model and mesh.
 """
+import contextlib
 import math
-from typing import Any, Mapping, Optional, Tuple
+import threading
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mmjax import partitioning
 from mmjax.errors import ConfigError
 
+Rules = Sequence[Tuple[str, Any]]
+_CURRENT = threading.local()
+
+
+def fit_to_shape(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """Replicates each dimension whose size its mesh axes do not divide.
+
+  Small or odd-sized arrays (a 3-channel conv kernel, 8 classes, 2 heads on
+  4 tensor devices) cannot be split evenly over the mesh; replicating just
+  that dimension keeps one set of rules valid for every model and mesh.
+  """
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = math.prod(mesh.shape[a] for a in names)
+    fitted.append(axes if size > 1 and dim % size == 0 else None)
+  return P(*fitted)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Rules) -> Iterator[None]:
+  """Makes `constrain` pin activations over `mesh` by `rules` in this block."""
+  previous = getattr(_CURRENT, 'value', None)
+  _CURRENT.value = (mesh, rules)
+  try:
+    yield
+  finally:
+    _CURRENT.value = previous
+
+
+def constrain(x: jax.Array, axes: Tuple[Optional[str], ...]) -> jax.Array:
+  """`x` constrained to the logical `axes` (one name or None per dimension)
+  under the current `activation_sharding`; `x` itself outside one."""
+  current = getattr(_CURRENT, 'value', None)
+  if current is None:
+    return x
+  mesh, rules = current
+  spec = fit_to_shape(nn.logical_to_mesh_axes(axes, rules), x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
 MESH_AXES = ('data', 'fsdp', 'tensor')
-Rules = partitioning.Rules
 
 
 def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
@@ -84,7 +136,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules,
   def to_sharding(path, logical_spec, leaf):
     leaf_rules = tuple(tower_rules.get(_tower(path), ())) + tuple(rules)
     spec = nn.logical_to_mesh_axes(logical_spec, leaf_rules)
-    return NamedSharding(mesh, partitioning.fit_to_shape(spec, leaf.shape, mesh))
+    return NamedSharding(mesh, fit_to_shape(spec, leaf.shape, mesh))
 
   return jax.tree_util.tree_map_with_path(
       to_sharding, logical, unboxed, is_leaf=lambda x: isinstance(x, P))
