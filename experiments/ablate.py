@@ -26,8 +26,6 @@ scheduler with --print_commands or --job_array=FILE and get the table with
 --report_only (it lists unfinished runs as pending). The table is printed and
 written to <outdir>/ablation.csv and ablation.md.
 """
-import sys
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -1,5 +1,7 @@
 """experiments/bench_throughput.py on the tiny triad data: a subprocess that
-times 2 steps of the benchmark model and writes its JSON."""
+times 2 steps of the benchmark model and writes its JSON; and
+experiments/bench_input.py, which times the input pipeline, the step and the
+loop on the tiny scenes data."""
 import json
 import os
 import subprocess
@@ -47,3 +49,29 @@ def test_bench_throughput_writes_every_measurement(data_dir, tmp_path):
   # The table has a row per result.
   assert result.stdout.count('| earlier |') == 1
   assert result.stdout.count('| new |') == 1
+
+
+def test_bench_input_times_pipeline_step_and_loop(data_dir, tmp_path):
+  result = subprocess.run([
+      sys.executable, os.path.join(REPO, 'experiments', 'bench_input.py'),
+      '--config=configs/default.py:modalities=text',
+      '--config.dataset.builder_config=tiny',
+      f'--config.dataset.data_dir={data_dir}',
+      '--config.input.global_batch_size=8', f'--workdir={tmp_path}',
+      '--batches=4', '--steps=2', '--examples=8',
+  ], capture_output=True, text=True, timeout=600, env=subprocess_env(1),
+      cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  r = json.loads((tmp_path / 'bench_input.json').read_text())
+  assert r['dataset'] == 'scenes/tiny' and r['devices'] == '1 x cpu'
+  assert r['pp_train'] == 'tokenize(16)' and r['num_workers'] == 0
+  # The read, the feature selection and the one op of pp_train, each timed.
+  per_op = r['op_microseconds_per_example']
+  assert list(per_op) == ['read', 'select', '0:Tokenize']
+  assert all(v > 0 for v in per_op.values())
+  for key in ('pipeline_examples_per_s', 'step_examples_per_s',
+              'loop_examples_per_s'):
+    assert 0 < r[key] < float('inf'), key
+  assert r['ratio'] == r['pipeline_examples_per_s'] / r['step_examples_per_s']
+  assert '| 0:Tokenize |' in result.stdout  # The table of ops is printed.
+  assert 'training loop (pipeline feeding the step)' in result.stdout
