@@ -171,6 +171,10 @@ def get_config(arg=None):
   # many in a row stop the run with an error.
   c.max_consecutive_nonfinite_steps = 10
   c.log_every_steps = 50
+  # Evaluators run besides the task's own evaluation, by name: see
+  # mmjax/evaluators/__init__.py (e.g. {'robustness': dict(
+  # type='robustness', every_steps=0)}).
+  c.evals = ml_collections.ConfigDict()
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
   c.checkpoint = ml_collections.ConfigDict(dict(

@@ -20,8 +20,8 @@ import jax
 from ml_collections import config_flags
 
 import multihost_flags
-from mmjax.train import embedding
-from mmjax.train import evaluation
+from mmjax.evaluators import embedding
+from mmjax import experiment as experiment_lib
 from mmjax.train.writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,9 +39,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   multihost_flags.initialize()
   quiet_library_logs()
-  config = _CONFIG.value or evaluation.load_config(_WORKDIR.value)
+  config = _CONFIG.value or experiment_lib.load_config(_WORKDIR.value)
   config.dataset.eval_split = _SPLIT.value
-  experiment, state, step = evaluation.restore(config, _WORKDIR.value,
+  experiment, state, step = experiment_lib.restore(config, _WORKDIR.value,
                                                _STEP.value)
   columns = embedding.export_columns(
       embedding.embed_split(experiment, state))

@@ -25,7 +25,8 @@ from ml_collections import config_flags
 import multihost_flags
 from mmjax import fileio
 from mmjax.tasks.base import split_predictions
-from mmjax.train import evaluation
+from mmjax import experiment as experiment_lib
+from mmjax.evaluators import task as evaluation
 from mmjax.train.writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,8 +47,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   multihost_flags.initialize()
   quiet_library_logs()
-  config = _CONFIG.value or evaluation.load_config(_WORKDIR.value)
-  experiment, state, step = evaluation.restore(config, _WORKDIR.value,
+  config = _CONFIG.value or experiment_lib.load_config(_WORKDIR.value)
+  experiment, state, step = experiment_lib.restore(config, _WORKDIR.value,
                                                _STEP.value)
   subsets = [tuple(filter(None, s.split(','))) for s in _MODALITIES.value
              ] if _MODALITIES.value else [tuple(config.model.modalities)]

@@ -25,9 +25,9 @@ from absl import logging
 import jax
 
 import multihost_flags
-from mmjax.robustness import protocol
+from mmjax.evaluators import robustness as protocol
 from mmjax.robustness import report
-from mmjax.train import evaluation
+from mmjax import experiment as experiment_lib
 from mmjax.train.writers import quiet_library_logs
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
@@ -49,34 +49,23 @@ _OUTPUT_DIR = flags.DEFINE_string(
 flags.mark_flags_as_required(['workdir'])
 
 
-def _noises(pairs):
-  """['image:blur', 'text:typos'] -> {'image': ['blur'], 'text': ['typos']}."""
-  if not pairs:
-    return None
-  noises = {}
-  for pair in pairs:
-    modality, sep, noise = pair.partition(':')
-    if not sep:
-      raise app.UsageError(f'--noises: expected modality:noise, got {pair!r}')
-    noises.setdefault(modality, []).append(noise)
-  return noises
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   multihost_flags.initialize()
   quiet_library_logs()
-  config = evaluation.load_config(_WORKDIR.value)
-  experiment, state, step = evaluation.restore(config, _WORKDIR.value,
+  config = experiment_lib.load_config(_WORKDIR.value)
+  experiment, state, step = experiment_lib.restore(config, _WORKDIR.value,
                                                _STEP.value)
   results = protocol.run(experiment, state, step,
                          levels=[float(x) for x in _LEVELS.value],
-                         noises=_noises(_NOISES.value), seed=_SEED.value)
+                         noises=protocol.parse_noises(_NOISES.value), seed=_SEED.value)
   baseline = None
   if _BASELINE.value:
-    baseline = protocol.baseline_results(_BASELINE.value, results,
-                                         _BASELINE_STEP.value)
+    baseline = protocol.baseline_results(
+        _BASELINE.value, results,
+        experiment_lib.load_config(_BASELINE.value), experiment_lib.restore,
+        _BASELINE_STEP.value)
     results = protocol.add_effective_robustness(results, baseline)
   if jax.process_index() == 0:
     paths = report.write(results, _OUTPUT_DIR.value or _WORKDIR.value,

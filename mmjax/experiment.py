@@ -4,9 +4,10 @@ Scripts, evaluators, benchmarks and sweeps import `Experiment` and
 `train_and_evaluate` from here; the layers below (data, models, tasks, train)
 never see a whole config's wiring.
 """
+import json
 import os
 import time
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import jax
 import ml_collections
@@ -14,10 +15,11 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from mmjax import data
+from mmjax import data, evaluators
 from mmjax.errors import ConfigError
 from mmjax.fileio import atomic_write, atomic_write_json
 from mmjax.models.model import build_model
+from mmjax.registry import EVALUATORS
 from mmjax.train import loop, parallel
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.optimizer import make_optimizer
@@ -156,6 +158,8 @@ def validate(config: ml_collections.ConfigDict, devices=None):
   devices = _devices(config) if devices is None else devices
   validated = validate_config(config, num_devices=len(devices),
                               process_count=jax.process_count())
+  for name, cfg in config.get('evals', {}).items():
+    EVALUATORS.get(cfg.get('type', ''), field=f'evals.{name}.type')
   logging.info('Config validated for %d devices.', len(devices))
   return validated
 
@@ -193,7 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer = MetricWriter(workdir)
     try:
       summary = loop.train(experiment, workdir, checkpointer, writer, preemption,
-                       progress)
+                           progress, evaluators.build(config, experiment,
+                                                      workdir))
     except Exception:
       # Saves already started hold good states: let them land before failing.
       checkpointer.wait()
@@ -207,3 +212,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return summary
 
 
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: {workdir} holds no mmjax training run. '
+        'Pass the run\'s workdir, or its config with --config.')
+  with open(path) as f:
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except ValueError as e:
+      raise ValueError(f'{path} is not valid JSON ({e}); pass the run\'s '
+                       'config with --config instead.') from e
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str,
+            step: Optional[int] = None) -> Tuple['Experiment', Any, int]:
+  """Builds the run's experiment and restores the state of `step` (default:
+  the latest) onto this config's devices and mesh, for evaluation: the
+  checkpoints are opened read-only (a training run may be writing to them at
+  the same time) and only the train state is restored, not the input
+  iterator.
+
+  Returns:
+    (experiment, state, step).
+  Raises:
+    CheckpointError naming the step and file when the step is corrupt;
+    ValueError when the step does not exist, listing those that do.
+  """
+  if jax.process_index() == 0:
+    data.prepare(config)
+  multihost_utils.sync_global_devices('mmjax: dataset prepared')
+  experiment = Experiment(config)
+  checkpointer = experiment.make_checkpointer(workdir, read_only=True)
+  steps = list(checkpointer.all_steps())
+  if step is None and steps:
+    step = steps[-1]
+  if step not in steps:
+    raise ValueError(f'{checkpointer.directory} has no checkpoint of step '
+                     f'{step}; saved steps: {steps or "none"}.')
+  state = experiment.runner.from_checkpoint(checkpointer.restore(
+      step, experiment.runner.restore_target()))
+  checkpointer.close()
+  return experiment, state, step

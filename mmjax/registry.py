@@ -62,3 +62,6 @@ DECODERS: Registry = Registry('text decoder')
 TASKS: Registry = Registry('task')
 DATASETS: Registry = Registry('dataset')
 OPS: Registry = Registry('preprocessing op')
+# An evaluator: `cls(cfg, experiment, workdir)` with `run(state, step)`; see
+# `mmjax.evaluators`.
+EVALUATORS: Registry = Registry('evaluator')

@@ -17,7 +17,7 @@ from mmjax.data.builders import scenes
 from mmjax.errors import ConfigError
 from mmjax.models import model, two_tower
 from mmjax.tasks import retrieval
-from mmjax.train import embedding
+from mmjax.evaluators import embedding
 from mmjax.experiment import Experiment
 
 

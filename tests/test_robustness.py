@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mmjax.data.preprocess import Preprocess
-from mmjax.robustness import corruptions, metrics, pipeline, protocol, report
+from mmjax.evaluators import robustness as protocol
+from mmjax.robustness import corruptions, metrics, pipeline, report
 
 LEVELS = (0.0, 0.1, 0.3, 0.6, 0.9)
 SENTENCE = ('a red circle left of a blue square above the green triangle '
@@ -208,17 +209,16 @@ def test_effective_robustness_hand_computed():
 
 
 def test_protocol_end_to_end(make_config, tmp_path):
-  from mmjax.train import evaluation
-  from mmjax.experiment import train_and_evaluate
+  from mmjax import experiment as experiment_lib
   workdir = str(tmp_path / 'run')
   # Image and text: 3 subsets to evaluate (3 modalities would compile the
   # eval step for 7, and the audio tower's train step, doubling the time);
   # the audio corruptions go through the pipeline in the test above.
   config = make_config('modalities=image+text', num_train_steps=2)
   config.checkpoint.async_save = False
-  train_and_evaluate(config, workdir, progress=False)
-  experiment, state, step = evaluation.restore(
-      evaluation.load_config(workdir), workdir)
+  experiment_lib.train_and_evaluate(config, workdir, progress=False)
+  experiment, state, step = experiment_lib.restore(
+      experiment_lib.load_config(workdir), workdir)
   noises = dict(image=['gaussian'], text=['word_drop'])
   results = protocol.run(experiment, state, step, levels=(0., 1.),
                          noises=noises)
@@ -234,7 +234,9 @@ def test_protocol_end_to_end(make_config, tmp_path):
   with open(late / 'robustness.json', 'w') as f:
     json.dump({**results, 'noise': {m: {n: [[0., .9], [1., .5]] for n in ns}
                                     for m, ns in noises.items()}}, f)
-  baseline = protocol.baseline_results(str(late), results)
+  baseline = protocol.baseline_results(
+      str(late), results, experiment_lib.load_config(str(late)),
+      experiment_lib.restore)
   results = protocol.add_effective_robustness(results, baseline)
   paths = report.write(results, workdir, baseline)
 

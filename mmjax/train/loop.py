@@ -2,7 +2,7 @@
 modalities; `mmjax.experiment` builds the parts it drives."""
 import os
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -27,6 +27,18 @@ def _param_count(state) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
 
 
+def _numbers(results: Mapping[str, Any], prefix: str = '') -> Dict[str, float]:
+  """The numbers of nested `results`, keyed 'a/b/c' (lists are left out)."""
+  out = {}
+  for key, value in results.items():
+    if isinstance(value, Mapping):
+      out.update(_numbers(value, f'{prefix}{key}/'))
+    elif isinstance(value, (int, float, np.number)) and not isinstance(
+        value, bool):
+      out[f'{prefix}{key}'] = float(value)
+  return out
+
+
 def _read_eval_pending(workdir: str) -> Optional[int]:
   """The step whose evaluation a preemption interrupted, if any."""
   pending = read_json_or_none(os.path.join(workdir, EVAL_PENDING_FILE))
@@ -35,10 +47,16 @@ def _read_eval_pending(workdir: str) -> Optional[int]:
 
 def train(experiment, workdir: str, checkpointer: Checkpointer,
           writer: MetricWriter, preemption: PreemptionWatcher,
-          progress: bool) -> Dict[str, Any]:
+          progress: bool, evaluators: Sequence[Tuple[str, int, Any]] = ()
+          ) -> Dict[str, Any]:
   """Trains `experiment` (a `mmjax.experiment.Experiment`) to its last step,
   resuming from `checkpointer`'s latest step; returns the summary (less the
-  wall time). `mmjax.experiment.train_and_evaluate` sets up the workdir."""
+  wall time). `mmjax.experiment.train_and_evaluate` sets up the workdir.
+
+  `evaluators`: (name, every_steps, evaluator) run after the task's own
+  evaluation every `every_steps` steps (0: only after the last), their
+  results' numbers written under `name` (see `mmjax.evaluators`).
+  """
   config, runner = experiment.config, experiment.runner
   lead = jax.process_index() == 0
   batches = experiment.train_iterator(on_device=True)
@@ -114,7 +132,9 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
     is_eval = step % config.eval_every_steps == 0 or step == total
     scheduled = step % config.checkpoint_every_steps == 0 or step == total
     stop = preemption.requested(step)
-    if not (is_log or is_eval or scheduled or stop):
+    due = [(name, evaluator) for name, every, evaluator in evaluators
+           if (every and step % every == 0) or step == total]
+    if not (is_log or is_eval or scheduled or stop or due):
       continue
     host = sync(step, metrics)  # Never evaluate or save a failing run.
     if is_log:
@@ -133,6 +153,11 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
         logging.warning('Preempted during the evaluation of step %d: saved '
                         'it; the evaluation runs again on resume.', step)
         raise preemption.stop(step)
+    for name, evaluator in due:
+      jax.block_until_ready(state)
+      eval_start = time.time()
+      writer.write(step, name, _numbers(evaluator.run(state, step)))
+      eval_seconds += time.time() - eval_start
     if scheduled or stop:
       save(step, eval_metrics if is_eval else None)
     if stop:

@@ -158,3 +158,27 @@ def test_config_is_validated_once_per_run(make_config, tmp_path, monkeypatch):
                       lambda *a, **k: calls.append(1) or validate(*a, **k))
   train_and_evaluate(make_config(), str(tmp_path), progress=False)
   assert len(calls) == 1
+
+
+def test_config_evals_run_at_their_cadence(make_config, tmp_path):
+  config = make_config(num_train_steps=4)
+  config.evals = {'image_only': dict(type='task', modalities=('image',),
+                                     every_steps=2),
+                  'final': dict(type='task', every_steps=0)}
+  train_and_evaluate(config, str(tmp_path), progress=False)
+  records = writers.read_metrics(str(tmp_path))
+  steps = lambda split: [r['step'] for r in records if r['split'] == split]
+  assert steps('image_only') == [2, 4] and steps('final') == [4]
+  final = [r for r in records if r['split'] == 'final'][0]
+  task_eval = [r for r in records if r['split'] == 'eval'][-1]
+  assert final['accuracy'] == task_eval['accuracy']  # The same evaluation.
+
+
+def test_unknown_evaluator_is_named_before_training(make_config, tmp_path):
+  from mmjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  config = make_config()
+  config.evals = {'x': dict(type='bleu')}
+  with pytest.raises(ConfigError, match=r'evals\.x\.type.*embedding, '
+                     r'robustness, task, zero_shot'):
+    train_and_evaluate(config, str(tmp_path), progress=False)
+  assert not os.path.exists(os.path.join(tmp_path, 'checkpoints'))

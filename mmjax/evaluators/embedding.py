@@ -1,21 +1,25 @@
 """Embeddings of a trained two-tower model: of a split, of free texts, and
-zero-shot classification from class-name prompts."""
+zero-shot classification from class-name prompts; the evaluators 'embedding'
+(export to a file) and 'zero_shot'.
+
+`experiment` arguments are `mmjax.experiment.Experiment`s."""
 import io
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmjax.data.ops.text import Tokenize
 from mmjax.fileio import atomic_write
+from mmjax.registry import EVALUATORS
 from mmjax.tasks import retrieval
-from mmjax.experiment import Experiment
 
 
-def embed_split(experiment: Experiment, state) -> Dict[str, np.ndarray]:
+def embed_split(experiment, state) -> Dict[str, np.ndarray]:
   """The task's `eval_examples` over the experiment's eval split
   (`config.dataset.eval_split`), real rows only, in eval order: embeddings
   [N, D] per modality, and 'label_values' [N] / 'text_values' [N, L] where
@@ -27,7 +31,7 @@ def embed_split(experiment: Experiment, state) -> Dict[str, np.ndarray]:
   return examples
 
 
-def embed_texts(experiment: Experiment, state,
+def embed_texts(experiment, state,
                 texts: Sequence[str]) -> np.ndarray:
   """[len(texts), D] text-tower embeddings of `texts`, tokenised by the
   run's own text preprocessing (its `tokenize` op of 'text')."""
@@ -47,7 +51,7 @@ def embed_texts(experiment: Experiment, state,
   return np.asarray(jax.device_get(outputs['text']))
 
 
-def zero_shot_accuracy(experiment: Experiment, state,
+def zero_shot_accuracy(experiment, state,
                        embeddings: np.ndarray, labels: np.ndarray,
                        class_names: Sequence[str],
                        templates: Optional[Sequence[str]] = None) -> float:
@@ -98,3 +102,46 @@ def write_embeddings(columns: Mapping[str, np.ndarray], path: str) -> None:
                                     else v)
                            for k, v in columns.items()}), buffer)
   atomic_write(path, buffer.getvalue().to_pybytes())
+
+
+@EVALUATORS.register('embedding')
+class EmbeddingExport:
+  """Writes the eval split's embeddings (`export_columns`) to
+  `<workdir>/embeddings/step_<N>.<cfg.format>` ('parquet' or 'npy')."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, experiment,
+               workdir: Optional[str] = None):
+    if not workdir:
+      raise ValueError('the embedding evaluator writes into a workdir; '
+                       'none was given.')
+    self.experiment, self.workdir = experiment, workdir
+    self.format = cfg.get('format', 'parquet')
+
+  def run(self, state, step: int) -> Dict[str, Any]:
+    columns = export_columns(embed_split(self.experiment, state))
+    if jax.process_index() == 0:
+      write_embeddings(columns, os.path.join(
+          self.workdir, 'embeddings', f'step_{step}.{self.format}'))
+    return {'rows': len(next(iter(columns.values())))}
+
+
+@EVALUATORS.register('zero_shot')
+class ZeroShot:
+  """Zero-shot accuracy of the `cfg.tower` embeddings (default 'image') of
+  the eval split, classified by prompts of the label's class names
+  (`cfg.templates`: default `retrieval.TEMPLATES`)."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, experiment,
+               workdir: Optional[str] = None):
+    del workdir
+    self.experiment = experiment
+    self.tower = cfg.get('tower', 'image')
+    self.templates = cfg.get('templates')
+    self.class_names = experiment.spec.label_names
+
+  def run(self, state, step: int) -> Dict[str, Any]:
+    del step
+    examples = embed_split(self.experiment, state)
+    return {'accuracy': zero_shot_accuracy(
+        self.experiment, state, examples[self.tower],
+        examples['label_values'], self.class_names, self.templates)}

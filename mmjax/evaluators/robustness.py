@@ -1,6 +1,7 @@
-"""The MultiBench robustness protocol on a restored run.
+"""The MultiBench robustness protocol; the evaluator 'robustness'.
 
-For one experiment and state (`mmjax.train.evaluation.restore`):
+For one experiment and state (in training, or restored by
+`mmjax.experiment.restore`):
 - missing modalities: the task metric with every non-empty subset of the
   run's modalities given to the model (the others absent from every batch);
 - noisy modalities: the metric with one modality corrupted by one noise at
@@ -26,16 +27,16 @@ the last two only with a baseline (`add_effective_robustness`).
 import copy
 import itertools
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 
+from mmjax.evaluators.task import evaluate
 from mmjax.fileio import read_json_or_none
+from mmjax.registry import EVALUATORS
 from mmjax.robustness import metrics as metrics_lib
 from mmjax.robustness.corruptions import NOISES
 from mmjax.robustness.pipeline import corrupted
-from mmjax.train import evaluation
-from mmjax.experiment import Experiment
 
 RESULTS_FILE = 'robustness.json'
 DEFAULT_LEVELS = tuple(i / 10 for i in range(10))  # 0, 0.1, ..., 0.9.
@@ -47,6 +48,21 @@ def subsets(modalities: Sequence[str]) -> List[Tuple[str, ...]]:
   """Every non-empty subset of `modalities`, largest first, in their order."""
   return [s for r in range(len(modalities), 0, -1)
           for s in itertools.combinations(modalities, r)]
+
+
+def parse_noises(pairs: Optional[Sequence[str]]
+                 ) -> Optional[Dict[str, List[str]]]:
+  """['image:blur', 'text:typos'] -> {'image': ['blur'], 'text': ['typos']}
+  (None for none: every noise)."""
+  if not pairs:
+    return None
+  noises = {}
+  for pair in pairs:
+    modality, sep, noise = pair.partition(':')
+    if not sep:
+      raise ValueError(f'noises: expected modality:noise, got {pair!r}.')
+    noises.setdefault(modality, []).append(noise)
+  return noises
 
 
 def check_levels(levels: Sequence[float]) -> Tuple[float, ...]:
@@ -77,22 +93,22 @@ def select_noises(modalities: Sequence[str],
   return {m: tuple(n) for m, n in noises.items()}
 
 
-def _value(experiment: Experiment, metrics: Mapping[str, float]) -> float:
+def _value(experiment, metrics: Mapping[str, float]) -> float:
   return float(metrics[experiment.task.best_metric])
 
 
-def evaluate_missing(experiment: Experiment, state) -> Dict[str, float]:
+def evaluate_missing(experiment, state) -> Dict[str, float]:
   """'a+b' -> the metric with only modalities a and b, for every subset."""
   out = {}
   for subset in subsets(tuple(experiment.config.model.modalities)):
     out['+'.join(subset)] = _value(
-        experiment, evaluation.evaluate(experiment, state, subset))
+        experiment, evaluate(experiment, state, subset))
     logging.info('robustness: %s only: %s=%.4f', '+'.join(subset),
                  experiment.task.best_metric, out['+'.join(subset)])
   return out
 
 
-def noisy_batches(experiment: Experiment, modality: str, noise: str,
+def noisy_batches(experiment, modality: str, noise: str,
                   level: float, seed: int = 0):
   """The experiment's eval batches with `modality` corrupted by `noise` at
   `level` (`pipeline.corrupted` of its `pp_eval`, read through a shallow
@@ -102,7 +118,7 @@ def noisy_batches(experiment: Experiment, modality: str, noise: str,
   return view.eval_batches()
 
 
-def evaluate_noise(experiment: Experiment, state, levels: Sequence[float],
+def evaluate_noise(experiment, state, levels: Sequence[float],
                    noises: Mapping[str, Sequence[str]], seed: int = 0,
                    clean: Optional[float] = None) -> Curves:
   """modality -> noise -> [[level, metric], ...] over `levels`.
@@ -134,7 +150,7 @@ def relative(curves: Curves) -> Dict[str, Dict[str, float]]:
           for m, by_noise in curves.items()}
 
 
-def run(experiment: Experiment, state, step: int,
+def run(experiment, state, step: int,
         levels: Sequence[float] = DEFAULT_LEVELS,
         noises: Optional[Mapping[str, Sequence[str]]] = None,
         seed: int = 0) -> Dict:
@@ -182,16 +198,16 @@ def _levels(results: Mapping) -> List[float]:
   return [level for level, _ in curve]
 
 
-def baseline_results(workdir: str, results: Mapping,
+def baseline_results(workdir: str, results: Mapping, config, restore: Callable,
                      step: Optional[int] = None) -> Dict:
   """The baseline run's curves for every curve of `results`.
 
   Reuses the `robustness.json` in `workdir` when it holds them (same metric,
   seed and levels; `step` then unchecked unless given); otherwise restores
   the run (`step`, default the latest) and evaluates them, writing nothing.
+  `config` is the baseline run's, `restore` `mmjax.experiment.restore`.
   Returns {'noise': curves, 'step': N, 'fusion': name, 'workdir': path}.
   """
-  config = evaluation.load_config(workdir)
   fusion = config.model.fusion.name
   if fusion != 'late':
     logging.warning('robustness: the baseline %s uses %r fusion; MultiBench '
@@ -202,7 +218,7 @@ def baseline_results(workdir: str, results: Mapping,
     logging.info('robustness: baseline curves from %s', workdir)
     curves, step = saved['noise'], saved['step']
   else:
-    experiment, state, step = evaluation.restore(config, workdir, step)
+    experiment, state, step = restore(config, workdir, step)
     if experiment.task.best_metric != results['metric']:
       raise ValueError(f'the baseline {workdir} reports '
                        f'{experiment.task.best_metric}, not '
@@ -212,7 +228,7 @@ def baseline_results(workdir: str, results: Mapping,
         experiment, state, check_levels(_levels(results)),
         select_noises(tuple(config.model.modalities), wanted),
         results['seed'],
-        clean=_value(experiment, evaluation.evaluate(experiment, state)))
+        clean=_value(experiment, evaluate(experiment, state)))
   return {'noise': curves, 'step': step, 'fusion': fusion,
           'workdir': os.path.abspath(workdir)}
 
@@ -229,3 +245,20 @@ def add_effective_robustness(results: Mapping, baseline: Mapping) -> Dict:
           *zip(*curve), *zip(*theirs))
   return {**results, 'effective_robustness': effective,
           'baseline': {k: baseline[k] for k in ('workdir', 'step', 'fusion')}}
+
+
+@EVALUATORS.register('robustness')
+class Robustness:
+  """`run`'s results; `cfg.levels` (default `DEFAULT_LEVELS`), `cfg.noises`
+  (modality -> noise names, default all) and `cfg.seed` (default 0)."""
+
+  def __init__(self, cfg, experiment, workdir: Optional[str] = None):
+    del workdir  # Results go to the metric records.
+    self.experiment = experiment
+    self.levels = tuple(cfg.get('levels', DEFAULT_LEVELS))
+    self.noises = cfg.get('noises')
+    self.seed = cfg.get('seed', 0)
+
+  def run(self, state, step: int) -> Dict[str, Any]:
+    return run(self.experiment, state, step, self.levels, self.noises,
+               self.seed)
