@@ -23,9 +23,10 @@ same command finishes an interrupted benchmark. With --print_commands or
 finished so far. The step is measured in this process after training, on a
 batch already on the devices (input pipeline excluded), once per variant;
 --nobench skips it (e.g. on a login node). With config.compilation_cache_dir
-set, a cached step's compile time is the cache's load time. Writes results.csv, results.md,
-metric_vs_flops.png, metric_vs_params.png and, where runs hold a
-robustness.json, robustness_<modality>.png (see mmjax/benchmarks/fusion.py).
+set, a cached step's compile time is the cache's load time. Writes
+results.csv, results.md, metric_vs_flops.png, metric_vs_params.png and, where
+runs hold a robustness.json, robustness_<modality>.png (see
+mmjax/benchmarks/fusion.py).
 """
 from absl import app
 from absl import flags

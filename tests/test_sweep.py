@@ -129,11 +129,13 @@ def test_commands_job_array_and_report_only_run_nothing(tmp_path, capsys):
 
 def test_torn_summary_counts_as_pending_with_a_warning(tmp_path, caplog):
   outdir = str(tmp_path)
-  finished, torn = sweep_runs.make_runs(CONFIG, overrides.grid({'seed': [0, 1]}))
+  finished, torn = sweep_runs.make_runs(CONFIG,
+                                        overrides.grid({'seed': [0, 1]}))
   for run, text in ((finished, '{"final_step": 2, "eval": {}}'),
                     (torn, '{"final_step": 2, "ev')):  # Killed mid-write.
     os.makedirs(run.workdir(outdir))
-    with open(os.path.join(run.workdir(outdir), sweep_runs.SUMMARY_FILE), 'w') as f:
+    with open(os.path.join(run.workdir(outdir), sweep_runs.SUMMARY_FILE),
+              'w') as f:
       f.write(text)
   with caplog.at_level('WARNING', logger='absl'):
     assert sweep_runs.pending([finished, torn], outdir) == [torn]

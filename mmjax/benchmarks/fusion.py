@@ -2,8 +2,8 @@
 resumable sweep (`mmjax.sweeps`), then one row per variant: the task metric
 as mean and 95% confidence interval over seeds, parameters, and the training
 step's FLOPs per example, examples/s, memory and compile time
-(`mmjax.benchmarks.throughput`). `experiments/benchmark_fusion.py` is the command-line front
-end.
+(`mmjax.benchmarks.throughput`). `experiments/benchmark_fusion.py` is the
+command-line front end.
 
 Files written into the outdir:
   <run>/            each run's workdir (`mmjax.sweeps`)
@@ -265,8 +265,9 @@ def plot_metric_vs(rows: Sequence[Mapping[str, Any]], metric: str, key: str,
   return True
 
 
-def plot_robustness(variant_runs: Sequence[Tuple[Variant, Sequence[runs_lib.Run]]],
-                    outdir: str, metric: str) -> List[str]:
+def plot_robustness(
+    variant_runs: Sequence[Tuple[Variant, Sequence[runs_lib.Run]]],
+    outdir: str, metric: str) -> List[str]:
   """robustness_<modality>.png for every modality some run's robustness.json
   has noise results for; returns the paths written. `metric` names the
   y axis unless the files name theirs ('metric')."""
