@@ -78,12 +78,13 @@ def _train(runner, state, batches: Iterator[Any], steps: int
 
 def train_rates(experiment: Experiment, steps: int) -> Tuple[float, float]:
   """Examples/s of (the training step fed one device-resident batch, the
-  training loop fed by the training iterator), `steps` timed steps each
-  after warm-up ones (the step's compile is not timed)."""
+  training loop fed by the training iterator as `mmjax.train.loop` feeds
+  it, with `config.input.prefetch`), `steps` timed steps each after warm-up
+  ones (the step's compile is not timed)."""
   runner = experiment.runner
-  batches = experiment.train_iterator()
   state = runner.init(experiment.init_rng)
-  resident = itertools.repeat(runner.put(next(batches)))
+  resident = itertools.repeat(runner.put(next(experiment.train_iterator())))
+  batches = experiment.train_iterator(on_device=True)
   state, _ = _train(runner, state, resident, _WARMUP_STEPS)
   state, step_seconds = _train(runner, state, resident, steps)
   state, _ = _train(runner, state, batches, _WARMUP_STEPS)
@@ -123,6 +124,7 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int, steps: int,
       'dataset': f'{config.dataset.name}/{config.dataset.builder_config}',
       'pp_train': config.input.pp_train,
       'num_workers': config.input.num_workers,
+      'prefetch': config.input.prefetch,
       'cpu_count': os.cpu_count(),
       'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
       'pipeline_examples_per_s': pipeline,

@@ -37,8 +37,8 @@ from mmjax.registry import EVALUATORS
 from mmjax.robustness import metrics as metrics_lib
 from mmjax.robustness.corruptions import NOISES
 from mmjax.robustness.pipeline import corrupted
+from mmjax.robustness.report import RESULTS_FILE
 
-RESULTS_FILE = 'robustness.json'
 DEFAULT_LEVELS = tuple(i / 10 for i in range(10))  # 0, 0.1, ..., 0.9.
 
 Curves = Dict[str, Dict[str, List[List[float]]]]

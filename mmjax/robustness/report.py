@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 
 from mmjax import fileio
 from mmjax import reporting
-from mmjax.robustness.protocol import RESULTS_FILE
 
+RESULTS_FILE = 'robustness.json'
 TABLE_FILE = 'robustness.md'
 
 
