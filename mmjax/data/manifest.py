@@ -113,6 +113,7 @@ import tensorflow_datasets as tfds
 
 from mmjax import audio_io
 from mmjax import fileio
+from mmjax.data.builders import generated
 
 MODALITIES = ('image', 'audio', 'text')
 COLUMNS = ('split',) + MODALITIES + ('label', 'labels')
@@ -829,8 +830,7 @@ def _features(
     # TensorFlow to encode).
     features['image'] = tfds.features.Tensor(shape=(), dtype=np.object_)
   if 'audio' in columns:
-    features['audio'] = tfds.features.Tensor(
-        shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES)
+    features['audio'] = generated.bytes_tensor((None,), np.int16)
   if 'text' in columns:
     features['text'] = tfds.features.Text()
   for modality in MODALITIES:

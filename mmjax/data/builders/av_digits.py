@@ -133,12 +133,8 @@ class AvDigits(generated.GeneratedBuilder):
 
   def _features(self):
     return {
-        'image': tfds.features.Tensor(
-            shape=IMAGE_SHAPE, dtype=np.uint8,
-            encoding=tfds.features.Encoding.BYTES),
-        'audio': tfds.features.Tensor(
-            shape=(None,), dtype=np.int16,
-            encoding=tfds.features.Encoding.BYTES),
+        'image': generated.bytes_tensor(IMAGE_SHAPE, np.uint8),
+        'audio': generated.bytes_tensor((None,), np.int16),
         'text': tfds.features.Text(),
         'digit': tfds.features.ClassLabel(names=DIGIT_WORDS),
         'spoken': tfds.features.ClassLabel(names=DIGIT_WORDS),

@@ -1,10 +1,20 @@
 """The base of mmjax's generated TFDS datasets."""
 import dataclasses
 import sys
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+
+def bytes_tensor(shape: Tuple[Optional[int], ...],
+                 dtype: np.dtype) -> tfds.features.Tensor:
+  """An array feature stored as its raw bytes: images (an Image feature would
+  need TensorFlow to encode) and int16 audio (see `mmjax.audio_io`); raw
+  bytes rather than an int64 list are about 5x faster to write, and
+  smaller."""
+  return tfds.features.Tensor(shape=shape, dtype=dtype,
+                              encoding=tfds.features.Encoding.BYTES)
 
 
 @dataclasses.dataclass(eq=False)

@@ -119,13 +119,8 @@ class Interaction(generated.GeneratedBuilder):
   def _features(self):
     bit = lambda names: tfds.features.ClassLabel(names=names)
     return {
-        # Tensor, not Image: encoding an Image feature needs TensorFlow.
-        'image': tfds.features.Tensor(
-            shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8,
-            encoding=tfds.features.Encoding.BYTES),
-        'audio': tfds.features.Tensor(
-            shape=(None,), dtype=np.int16,
-            encoding=tfds.features.Encoding.BYTES),
+        'image': generated.bytes_tensor((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8),
+        'audio': generated.bytes_tensor((None,), np.int16),
         'text': tfds.features.Text(),
         'transcript': tfds.features.Text(),
         'image_bit': bit(IMAGE_CLASSES),

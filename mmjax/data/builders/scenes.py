@@ -104,13 +104,8 @@ class Scenes(generated.GeneratedBuilder):
   def _features(self):
     no_yes = ('no', 'yes')
     return {
-        # Tensor, not Image: encoding an Image feature needs TensorFlow.
-        'image': tfds.features.Tensor(
-            shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8,
-            encoding=tfds.features.Encoding.BYTES),
-        'audio': tfds.features.Tensor(
-            shape=(None,), dtype=np.int16,
-            encoding=tfds.features.Encoding.BYTES),
+        'image': generated.bytes_tensor((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8),
+        'audio': generated.bytes_tensor((None,), np.int16),
         'caption': tfds.features.Text(),
         'text': tfds.features.Text(),
         'transcript': tfds.features.Text(),
