@@ -34,7 +34,8 @@ def test_bleu_brevity_penalty_matches_sacrebleu():
 
 
 def test_bleu_hand_cases_and_token_ids():
-  assert text.corpus_bleu(['a b c d e'], [['a b c d e']]) == 1.0
+  assert text.corpus_bleu(['a b c d e'], [['a b c d e']]) == pytest.approx(
+      1.0)
   # No matching 4-gram anywhere in the corpus: 0 without smoothing.
   assert text.corpus_bleu(['a b c d e'], [['a b c x d e']]) == 0.0
   # 'a b c d e f' vs 'a b c d e g': precisions 5/6, 4/5, 3/4, 2/3, no
@@ -80,6 +81,8 @@ def test_wer_and_cer():
   assert text.cer(['kitten'], ['sitting']) == pytest.approx(3 / 7)
   assert text.cer(['ab c'], ['abc']) == pytest.approx(1 / 3)  # The space.
   assert text.wer([[5, 6]], [[5, 7, 8]]) == pytest.approx(2 / 3)
+  # No reference words at all: every hypothesis word is an error.
+  assert text.wer(['a b', ''], ['', '']) == 2.0
 
 
 def test_exact_match():

@@ -5,19 +5,33 @@ words) or a sequence of token ids (e.g. decoded ids up to EOS, with EOS and
 padding removed by the caller). Every function takes one hypothesis per
 example and, where a task has several references per example (captions),
 a list of references per example.
+
+BLEU is sacrebleu's and WER / CER are jiwer's; CIDEr-D is computed here (see
+`cider_d` for why).
 """
 import collections
 import math
 from typing import Dict, List, Sequence, Tuple, Union
 
+import jiwer
+import sacrebleu
+
 Sentence = Union[str, Sequence[int]]
 Words = Tuple
 
 CIDER_SIGMA = 6.0
+# CER compares strings as written: jiwer's default also strips them.
+_CHARACTERS = jiwer.Compose([jiwer.ReduceToListOfListOfChars()])
 
 
 def _words(sentence: Sentence) -> Words:
   return tuple(sentence.split() if isinstance(sentence, str) else sentence)
+
+
+def _text(sentence: Sentence) -> str:
+  """A sentence as the whitespace-separated words the libraries read (a
+  token id becomes the word of its digits)."""
+  return ' '.join(map(str, _words(sentence)))
 
 
 def _ngrams(words: Words, max_n: int) -> collections.Counter:
@@ -27,14 +41,9 @@ def _ngrams(words: Words, max_n: int) -> collections.Counter:
 
 
 def corpus_bleu(hypotheses: Sequence[Sentence],
-                references: Sequence[Sequence[Sentence]],
-                max_n: int = 4) -> float:
-  """Corpus BLEU (Papineni et al., 2002) in [0, 1], without smoothing.
-
-  Clipped n-gram matches and totals are summed over the corpus before the
-  precisions are taken; the brevity penalty compares the total hypothesis
-  length with the summed lengths of each example's closest reference
-  (the shorter one on ties), as sacrebleu does (`tokenize='none'`).
+                references: Sequence[Sequence[Sentence]]) -> float:
+  """Corpus BLEU-4 (Papineni et al., 2002) in [0, 1], without smoothing:
+  sacrebleu's, on the words as given (`tokenize='none'`).
 
   Args:
     hypotheses: one sentence per example.
@@ -43,24 +52,15 @@ def corpus_bleu(hypotheses: Sequence[Sentence],
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
                      'reference lists.')
-  matches, totals = [0] * max_n, [0] * max_n
-  hyp_len = ref_len = 0
-  for hypothesis, refs in zip(hypotheses, references):
-    words = _words(hypothesis)
-    refs = [_words(r) for r in refs]
-    max_ref = collections.Counter()
-    for ref in refs:
-      max_ref |= _ngrams(ref, max_n)  # Per n-gram maximum over references.
-    for ngram, count in _ngrams(words, max_n).items():
-      matches[len(ngram) - 1] += min(count, max_ref[ngram])
-      totals[len(ngram) - 1] += count
-    hyp_len += len(words)
-    ref_len += min((abs(len(r) - len(words)), len(r)) for r in refs)[1]
-  if min(matches) == 0:
+  if not hypotheses:
     return 0.0
-  log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
-  brevity = min(0.0, 1.0 - ref_len / hyp_len)
-  return math.exp(log_precision + brevity)
+  # sacrebleu reads reference streams (the i-th reference of every example);
+  # None fills the streams of examples with fewer references.
+  streams = [[_text(refs[i]) if i < len(refs) else None for refs in references]
+             for i in range(max(map(len, references)))]
+  return sacrebleu.corpus_bleu(
+      [_text(h) for h in hypotheses], streams, tokenize='none',
+      smooth_method='none').score / 100
 
 
 def cider_d(hypotheses: Sequence[Sentence],
@@ -75,6 +75,11 @@ def cider_d(hypotheses: Sequence[Sentence],
   n = 1..max_n of the cosine similarity with the hypothesis' counts clipped
   to the reference's, times a Gaussian penalty exp(-(length difference)^2 /
   (2 sigma^2)), times 10. Returns the mean over examples.
+
+  Our own code, because no maintained library fits: the reference
+  implementation (pycocoevalcap, whose CiderD scorer this follows) was last
+  released in 2020 and ships Java tools (PTB tokenizer, METEOR, SPICE) that
+  mmjax does not need.
   """
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
@@ -116,39 +121,34 @@ def cider_d(hypotheses: Sequence[Sentence],
   return sum(scores) / len(scores)
 
 
-def edit_distance(a: Sequence, b: Sequence) -> int:
-  """Levenshtein distance: insertions, deletions and substitutions."""
-  previous = list(range(len(b) + 1))
-  for i, x in enumerate(a, 1):
-    current = [i]
-    for j, y in enumerate(b, 1):
-      current.append(min(previous[j] + 1, current[j - 1] + 1,
-                         previous[j - 1] + (x != y)))
-    previous = current
-  return previous[-1]
-
-
-def _error_rate(pairs) -> float:
-  edits = length = 0
-  for hypothesis, reference in pairs:
-    edits += edit_distance(hypothesis, reference)
-    length += len(reference)
-  return edits / max(length, 1)
-
-
 def wer(hypotheses: Sequence[Sentence], references: Sequence[Sentence]
         ) -> float:
-  """Word error rate: word edits summed over the corpus / reference words."""
-  return _error_rate((_words(h), _words(r))
-                     for h, r in zip(hypotheses, references, strict=True))
+  """Word error rate: word edits summed over the corpus / reference words
+  (jiwer's)."""
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
+                     'references.')
+  if not any(_words(r) for r in references):  # jiwer divides by 0 words.
+    return float(sum(len(_words(h)) for h in hypotheses))
+  return jiwer.wer([_text(r) for r in references],
+                   [_text(h) for h in hypotheses])
 
 
 def cer(hypotheses: Sequence[Sentence], references: Sequence[Sentence]
         ) -> float:
   """Character (or, for id sequences, token) error rate over the corpus:
-  edits / reference length. Strings are compared as written, spaces
-  included."""
-  return _error_rate(zip(hypotheses, references, strict=True))
+  edits / reference length (jiwer's). Strings are compared as written,
+  spaces included."""
+  if references and not isinstance(references[0], str):
+    return wer(hypotheses, references)  # An id is a token.
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
+                     'references.')
+  if not any(references):  # jiwer divides by 0 characters.
+    return float(sum(map(len, hypotheses)))
+  return jiwer.cer(list(references), list(hypotheses),
+                   reference_transform=_CHARACTERS,
+                   hypothesis_transform=_CHARACTERS)
 
 
 def _normalize(answer: Sentence) -> Words:
