@@ -17,6 +17,7 @@ import socket
 from typing import Any, Dict, Optional
 
 from absl import logging
+from flax import traverse_util
 import ml_collections
 
 from mmjax.errors import WorkdirError
@@ -87,16 +88,6 @@ def check_workdir(workdir: str, checkpoint_bytes: int, copies: int,
         workdir, f'{free:,}', copies, f'{copies * checkpoint_bytes:,}')
 
 
-def _flat(tree: Any, prefix: str = '') -> Dict[str, Any]:
-  """Nested dicts -> {'a.b.c': leaf}."""
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  flat = {}
-  for key, value in tree.items():
-    flat.update(_flat(value, f'{prefix}.{key}' if prefix else key))
-  return flat
-
-
 def _is_state_field(name: str) -> bool:
   def under(field):
     return name == field or name.startswith(field + '.')
@@ -131,8 +122,9 @@ def check_stored_config(workdir: str,
                     'that they were saved by this config.', workdir,
                     CONFIG_FILE)
     return
-  stored = _flat(stored)
-  now = _flat(json.loads(config.to_json_best_effort()))
+  stored = traverse_util.flatten_dict(stored, sep='.')
+  now = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()),
+                                   sep='.')
   absent = object()
   changed = [k for k in sorted(stored.keys() | now.keys())
              if stored.get(k, absent) != now.get(k, absent)]
