@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from cpu_devices import subprocess_env
+from mmjax.benchmarks import throughput
 
 REPO = os.path.join(os.path.dirname(__file__), '..')
 
@@ -75,3 +77,14 @@ def test_bench_input_times_pipeline_step_and_loop(data_dir, tmp_path):
   assert r['ratio'] == r['pipeline_examples_per_s'] / r['step_examples_per_s']
   assert '| 0:Tokenize |' in result.stdout  # The table of ops is printed.
   assert 'training loop (pipeline feeding the step)' in result.stdout
+
+
+@pytest.mark.parametrize('text,error', [('[{"label": "a"', 'not valid JSON'),
+                                        ('{"label": "a"}', 'JSON dict')])
+def test_append_result_names_a_bad_file_and_keeps_it(tmp_path, text, error):
+  path = tmp_path / 'throughput.json'
+  path.write_text(text)
+  with pytest.raises(ValueError, match=error) as e:
+    throughput.append_result(str(path), {'label': 'new'})
+  assert str(path) in str(e.value)
+  assert path.read_text() == text  # Earlier results are never overwritten.

@@ -237,7 +237,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
   return result
 
 
-COLUMNS = (
+COLUMNS = (  # Of `format_table`.
     ('label', 'run', reporting.text),
     ('compile_seconds', 'compile s', reporting.fixed('{:.1f}')),
     ('step_seconds_median', 'step s', reporting.fixed('{:.4f}')),
@@ -266,12 +266,17 @@ def append_result(path: str, result: Mapping[str, Any]) -> List[Dict]:
   off and on) make one table.
 
   Raises:
-    ValueError naming `path` if it holds something other than a JSON list.
+    ValueError naming `path` if it holds something other than a JSON list
+    (it is left as it is).
   """
   results = []
   if os.path.exists(path):
     with open(path) as f:
-      results = json.load(f)
+      try:
+        results = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path} is not valid JSON ({e}); repair it or name '
+                         'another --out.') from None
     if not isinstance(results, list):
       raise ValueError(f'{path} holds a JSON {type(results).__name__}, not '
                        'the list of results that benchmark runs append to; '
