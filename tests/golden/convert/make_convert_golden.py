@@ -1,0 +1,176 @@
+"""Reference outputs of Hugging Face ResNet, ViT and CLIP towers with random
+weights, for the mmjax converter tests (tests/convert/).
+
+Run with PyTorch and transformers installed (not mmjax's requirements):
+
+    /work/refvenv/bin/python tests/golden/convert/make_convert_golden.py
+
+writes, per tiny case, <case>/model.safetensors and <case>/config.json
+(`save_pretrained`) and <case>/io.npz (inputs, reference outputs in mmjax's
+layout). With --full_dir it also writes the full-size ResNet-18, ResNet-50,
+ViT-B/16 and CLIP ViT-B/32 cases there (too big to commit);
+tests/golden/convert/check_full_size.py then converts them with mmjax and
+records the largest differences in full_size.json.
+
+The tests import `make_case` to compare live when PyTorch and transformers
+are importable. Weights: each model's own random initialisation, then every
+1-D parameter (biases, norm scales, CLIP's class embedding) shifted by
+N(0, 0.1) so that swapped or dropped scales and biases change the outputs,
+and BatchNorm running statistics measured on random images (fresh ones are
+0 and 1, which would hide a mean/variance mix-up), the variances plus 0.5:
+a random net's near-zero measured variances amplify float32 rounding so
+much (PyTorch float32 vs float64: 3e-4 on resnet50_tiny) that no float32
+implementation could match another within 1e-4.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+import transformers as tr
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _resnet(basic, width, depths):
+  return tr.ResNetConfig(
+      embedding_size=width, depths=depths,
+      layer_type='basic' if basic else 'bottleneck',
+      hidden_sizes=[width * 2**i * (1 if basic else 4) for i in range(4)])
+
+
+# case -> (model class, config, input kind, image size or text length).
+CASES = {
+    # ResNet-18's and ResNet-50's block structure (basic / bottleneck, 2-2-2-2
+    # and 3-4-6-3 blocks) at a small width; 33 px: odd sizes in the stem,
+    # 64 px: a 2 x 2 final feature map (token order).
+    'resnet18_tiny': (tr.ResNetModel, _resnet(True, 4, [2, 2, 2, 2]),
+                      'image', 33),
+    'resnet50_tiny': (tr.ResNetModel, _resnet(False, 4, [3, 4, 6, 3]),
+                      'image', 64),
+    'vit_tiny': (tr.ViTModel, tr.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, image_size=16, patch_size=4), 'image', 16),
+    'clip_vision_tiny': (tr.CLIPVisionModelWithProjection, tr.CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, image_size=16, patch_size=4,
+        projection_dim=24), 'image', 16),
+    'clip_text_tiny': (tr.CLIPTextModelWithProjection, tr.CLIPTextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=16, projection_dim=24, bos_token_id=62,
+        eos_token_id=63, pad_token_id=63), 'text', 12),
+}
+FULL_CASES = {
+    'resnet18': (tr.ResNetModel, _resnet(True, 64, [2, 2, 2, 2]), 'image',
+                 224),
+    'resnet50': (tr.ResNetModel, tr.ResNetConfig(), 'image', 224),
+    'vit_b16': (tr.ViTModel, tr.ViTConfig(), 'image', 224),
+    'clip_b32_vision': (tr.CLIPVisionModelWithProjection,
+                        tr.CLIPVisionConfig(), 'image', 224),
+    'clip_b32_text': (tr.CLIPTextModelWithProjection, tr.CLIPTextConfig(),
+                      'text', 77),
+}
+
+
+def _randomize(model, kind, size, seed):
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      if p.ndim == 1:
+        p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.BatchNorm2d)]
+    if norms:
+      for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # Cumulative average over the calibration batch.
+      model.train()
+      model(torch.randn((16, 3, size, size), generator=gen))
+      for m in norms:
+        m.running_var.add_(0.5)
+  return model.eval()
+
+
+def _inputs(kind, size, config, seed):
+  rng = np.random.default_rng(seed)
+  if kind == 'image':
+    return {'pixels': rng.normal(size=(3, size, size, 3)).astype(np.float32)}
+  # Texts of 12, 7 and 3 tokens: BOS, words, EOS, then padding (the EOS id).
+  lengths, eos = (size, 7, 3), config.eos_token_id
+  ids = rng.integers(0, eos - 1, (3, size))
+  ids[:, 0] = config.bos_token_id
+  mask = np.arange(size)[None] < np.array(lengths)[:, None]
+  ids = np.where(mask, ids, eos)
+  ids[np.arange(3), np.array(lengths) - 1] = eos
+  return {'ids': ids.astype(np.int32), 'mask': mask}
+
+
+def _outputs(model, kind, inputs):
+  """Reference outputs in mmjax's layout ([B, tokens, channels])."""
+  with torch.no_grad():
+    if kind == 'text':
+      out = model(input_ids=torch.from_numpy(inputs['ids']).long(),
+                  attention_mask=torch.from_numpy(inputs['mask']).long())
+      result = {'last_hidden_state': out.last_hidden_state,
+                'text_embeds': out.text_embeds}
+      # Configs from before transformers fixed eos_token_id say 2 and pool
+      # at the largest id instead.
+      model.text_model.eos_token_id = 2
+      result['pooled_legacy'] = model.text_model(
+          input_ids=torch.from_numpy(inputs['ids']).long(),
+          attention_mask=torch.from_numpy(inputs['mask']).long()
+      ).pooler_output
+      model.text_model.eos_token_id = model.config.eos_token_id
+      return {k: v.numpy() for k, v in result.items()}
+    pixels = torch.from_numpy(inputs['pixels']).permute(0, 3, 1, 2)
+    out = model(pixel_values=pixels)
+    if isinstance(model, tr.ResNetModel):
+      return {'last_hidden_state': out.last_hidden_state.flatten(2)
+              .transpose(1, 2).numpy()}
+    if isinstance(model, tr.ViTModel):
+      return {'last_hidden_state': out.last_hidden_state.numpy(),
+              'pooler_output': out.pooler_output.numpy()}
+    # CLIP: mmjax's tokens are every token after post_layernorm.
+    post = model.vision_model.post_layernorm
+    return {'image_embeds': out.image_embeds.numpy(),
+            'pooler_output': post(out.last_hidden_state)[:, 0].numpy(),
+            'tokens': post(out.last_hidden_state).numpy()}
+
+
+def make_case(name, cases=CASES, seed=0):
+  """(model, inputs, outputs) of case `name`: a random model in eval mode,
+  its inputs and its reference outputs (NumPy, mmjax layout)."""
+  cls, config, kind, size = cases[name]
+  torch.manual_seed(seed)
+  model = _randomize(cls(config), kind, size, seed)
+  inputs = _inputs(kind, size, config, seed)
+  return model, inputs, _outputs(model, kind, inputs)
+
+
+def write_case(name, directory, cases=CASES):
+  model, inputs, outputs = make_case(name, cases)
+  path = os.path.join(directory, name)
+  model.save_pretrained(path)
+  np.savez_compressed(os.path.join(path, 'io.npz'), **inputs, **outputs)
+  print(name, sum(p.numel() for p in model.parameters()), 'parameters')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--full_dir', default='',
+                      help='also write the full-size cases here')
+  args = parser.parse_args()
+  for name in CASES:
+    write_case(name, HERE)
+  with open(os.path.join(HERE, 'versions.json'), 'w') as f:
+    json.dump({'torch': torch.__version__,
+               'transformers': tr.__version__}, f, indent=1)
+  if args.full_dir:
+    for name in FULL_CASES:
+      write_case(name, args.full_dir, FULL_CASES)
+
+
+if __name__ == '__main__':
+  main()
