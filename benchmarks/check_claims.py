@@ -10,8 +10,12 @@ number with three or more decimals that no claim covers.
 The registry (default `benchmarks/claims.json`, paths relative to the repository
 root) is a JSON object:
 
-  {"checked_files": ["README.md", "benchmarks/throughput.md", ...],
+  {"checked_files": ["README.md", "docs/*.md", "benchmarks/throughput.md", ...],
    "claims": [CLAIM, ...]}
+
+`checked_files` are paths or glob patterns (`docs/*.md`, `**` for any depth),
+so a new page under a pattern is checked without registering it; an entry
+that matches no file is an error.
 
 Every claim names its Markdown `file`, its result file `source` (JSON or CSV)
 and one of:
@@ -49,6 +53,7 @@ strings must be equal. `ignore` (optional, top level) lists
 figures.
 """
 import csv
+import glob
 import json
 import os
 import re
@@ -237,10 +242,24 @@ class Checker:
       self.errors.append(f'{path}:{self.line(path, offset)}: quoted -, source '
                          f'{claim["source"]}[{expression}] = {value!r}')
 
+  def checked_files(self):
+    """The files `checked_files` names: its paths and glob patterns expanded
+    (relative to the root, sorted, each once)."""
+    paths = []
+    for entry in self.registry['checked_files']:
+      matches = sorted(
+          os.path.relpath(m, self.root).replace(os.sep, '/')
+          for m in glob.glob(os.path.join(self.root, entry), recursive=True)
+          if os.path.isfile(m))
+      if not matches:
+        self.errors.append(f'checked_files: {entry!r} matches no file')
+      paths += [m for m in matches if m not in paths]
+    return paths
+
   def check_uncovered(self):
     """Flags numbers of three or more decimals that no claim checks."""
     ignored = {(i['file'], i['text']) for i in self.registry.get('ignore', [])}
-    for path in self.registry['checked_files']:
+    for path in self.checked_files():
       text = self.text(path)
       allowed = set()
       for file, fragment in ignored:

@@ -1,4 +1,4 @@
-"""Figures quoted in README.md and benchmarks/*.md match their result files."""
+"""Figures quoted in README.md, docs/ and benchmarks/*.md match their result files."""
 import importlib.util
 import json
 import os
@@ -60,3 +60,14 @@ def test_a_registered_text_no_longer_in_the_page_fails(tmp_path):
   assert len(errors) == 2
   assert 'registered text found 0 times' in errors[0]
   assert errors[1] == 'page.md:1: 0.6919 is checked by no claim'
+
+
+def test_a_glob_in_checked_files_checks_every_page_it_matches(tmp_path):
+  (tmp_path / 'docs').mkdir()
+  (tmp_path / 'docs' / 'a.md').write_text('fine\n')
+  (tmp_path / 'docs' / 'b.md').write_text('x\naccuracy 0.6919\n')
+  registry = {'checked_files': ['docs/*.md', 'notes/*.md'], 'claims': []}
+  assert _check_claims().Checker(registry, root=str(tmp_path)).run() == [
+      "checked_files: 'notes/*.md' matches no file",
+      'docs/b.md:2: 0.6919 is checked by no claim',
+  ]
