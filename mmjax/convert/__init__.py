@@ -60,9 +60,9 @@ def convert(family: str, tensors: Mapping[str, np.ndarray],
   tensors = {name: x for name, x in tensors.items() if not any(
       fnmatch.fnmatchcase(name, pattern) for pattern in ignore)}
   names = list(tensors)
-  encoder = fam.encoder_config(config, names)
   prefix = find_prefix(tensors, fam.PROBE, fam.PREFIXES, source=source,
                        family=family)
+  encoder = fam.encoder_config(config, names)
   vocab_size = fam.vocab_size(config) if hasattr(fam, 'vocab_size') else None
   shape, dtype = fam.example_input(config)
   expected = expected_variables(
