@@ -83,6 +83,12 @@ def test_takes_split_is_by_take():
   assert sorted(np.concatenate([train, test])) == list(range(3000))
   with pytest.raises(ValueError, match='no split rule'):
     av_digits.split_recordings('random', 50, 'train')
+  # Config 'takes', as benchmarks/av_digits/interaction.md uses it: 300 test
+  # pairs, 150 of each `same` class, so chance is exactly 0.5.
+  sizes = av_digits.AvDigitsConfig(name='x', split='take').split_sizes
+  assert sizes == {'train': 2700, 'test': 300, 'train_pairs': 2700,
+                   'test_pairs': 300}
+  assert av_digits.pairing('take', 50, 'test_pairs').same.sum() == 150
 
 
 def test_images_are_sklearn_images_disjoint_between_train_and_test(examples):
