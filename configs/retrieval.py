@@ -16,10 +16,16 @@ Variant string (after the colon): comma-separated key=value pairs.
                     time, else the caption with one word made false
   loss=softmax|sigmoid   CLIP's or SigLIP's loss (default softmax)
   image=, audio=, text=, size=, mode=   as in configs/default.py
+  text=minilm       the all-MiniLM-L6-v2 text tower and its WordPiece ids
+                    (configs/minilm.py), mean-pooled and L2-normalised as
+                    its sentence embeddings are, with
+  init=pretrained|scratch   its weights or a random initialisation (default
+                    pretrained)
 The label is 'num_objects' (one, two, three), for zero-shot classification
 from prompts (mmjax.train.embedding.zero_shot_accuracy); it is not trained.
 """
 from configs import default
+from configs import minilm
 from mmjax.tasks import retrieval
 
 PAIRS = {
@@ -30,13 +36,17 @@ PAIRS = {
 # The text each pair is about: an image's caption; the words the audio says.
 TEXT_FEATURE = {'image_text': 'caption', 'audio_text': 'transcript',
                 'all': 'caption'}
-KEYS = ('pair', 'loss', 'image', 'audio', 'text', 'size', 'mode')
+KEYS = ('pair', 'loss', 'image', 'audio', 'text', 'size', 'mode', 'init')
 
 
 def get_config(arg=None):
   variant = default.parse_variant(arg, KEYS)
   pair = variant.pop('pair', 'image_text')
   loss = variant.pop('loss', 'softmax')
+  init = variant.pop('init', None)
+  text = variant.pop('text', 'lstm')
+  if init is not None and text != 'minilm':
+    raise ValueError('config variant init= goes with text=minilm only')
   if pair not in PAIRS:
     raise ValueError(f'config variant pair={pair!r}: expected one of '
                      f'{", ".join(PAIRS)}')
@@ -50,8 +60,11 @@ def get_config(arg=None):
   c.model.name = 'two_tower'
   for field in ('fusion', 'head_dropout', 'modality_dropout'):
     del c.model[field]
-  c.model.encoders.text = dict(name=variant.get('text', 'lstm'),
-                               size=c.model.encoders.text.size)
+  if text == 'minilm':
+    minilm.use_minilm(c, init or 'pretrained', pooling='mean',
+                      normalize=True)
+  else:
+    c.model.encoders.text = dict(name=text, size=c.model.encoders.text.size)
   c.task = retrieval.default_task_config()
   c.task.pairs = pairs
   c.task.loss = loss
