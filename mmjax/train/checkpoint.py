@@ -25,7 +25,6 @@ change, which must never cost the user a checkpoint).
 import glob
 import json
 import os
-import shutil
 import time
 from typing import Any, Mapping, Optional, Tuple
 
@@ -133,13 +132,10 @@ class Checkpointer:
     self._record_files = jax.process_index() == 0 and not read_only
     self._async = async_save
     self._committing: Optional[int] = None  # Step of the latest save.
-    if not read_only:
-      if jax.process_index() == 0 and os.path.isdir(directory):
-        for path in _tmp_dirs(directory):
-          logging.warning('Removing %s, left by a save that did not finish.',
-                          path)
-          shutil.rmtree(path)
-      multihost_utils.sync_global_devices('mmjax: checkpoint directory clean')
+    if not read_only and jax.process_index() == 0 and os.path.isdir(directory):
+      for path in _tmp_dirs(directory):  # Orbax removes them (below).
+        logging.warning('Removing %s, left by a save that did not finish.',
+                        path)
     policies = [checkpoint_managers.LatestN(n=keep_last)]
     if keep_best:
       policies.append(checkpoint_managers.BestN(
