@@ -49,8 +49,7 @@ _MAX_AUDIO_SECONDS = flags.DEFINE_float('max_audio_seconds',
                                         manifest.DEFAULT_MAX_AUDIO_SECONDS,
                                         'Longest audio clip (seconds).')
 flags.mark_flags_as_required(['manifest', 'name', 'data_dir'])
-# Skipped rows printed; all are in skipped_rows.jsonl.
-_SHOW_SKIPPED = 20
+_SHOW_SKIPPED = 20  # Skipped rows printed; all are in skipped_rows.jsonl.
 
 
 def main(argv):
@@ -70,18 +69,15 @@ def main(argv):
         media_root=_MEDIA_ROOT.value,
         allow_outside_root=_ALLOW_OUTSIDE_ROOT.value)
   except manifest.ManifestError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(f'error: {e}')
   splits = ', '.join(f'{s}: {n}' for s, n in report.num_examples.items())
   print(f'Wrote {report.dataset_dir} ({splits}; features: '
         f'{", ".join(report.features)}).')
   if report.skipped:
     print(f'Skipped {len(report.skipped)} bad row(s), listed in '
-          f'{report.dataset_dir}/{manifest.SKIPPED_ROWS_FILE}:')
-    for row in report.skipped[:_SHOW_SKIPPED]:
-      print(f'  {row.reason}')
-    if len(report.skipped) > _SHOW_SKIPPED:
-      print(f'  ... ({len(report.skipped) - _SHOW_SKIPPED} more)')
+          f'{report.dataset_dir}/{manifest.SKIPPED_ROWS_FILE}:', *(
+              f'  {row.reason}' for row in report.skipped[:_SHOW_SKIPPED]),
+          sep='\n')
 
 
 if __name__ == '__main__':
