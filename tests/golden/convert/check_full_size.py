@@ -19,6 +19,10 @@ import numpy as np
 from mmjax.convert import convert_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+COMMANDS = ['/work/refvenv/bin/python tests/golden/convert/'
+            'make_convert_golden.py --full_dir=/tmp/convert_full',
+            '.venv/bin/python tests/golden/convert/check_full_size.py '
+            '/tmp/convert_full']
 # case -> (family, reference output compared with the tower's tokens, whether
 # the tower pools to one token).
 CASES = {
@@ -52,7 +56,7 @@ def main(directory):
     versions = json.load(f)
   with open(os.path.join(HERE, 'full_size.json'), 'w') as f:
     json.dump({'reference': versions, 'jax': jax.__version__,
-               'commands': __doc__.split('\n\n')[1].strip(),
+               'commands': COMMANDS,
                'cases': results}, f, indent=1)
   for case, result in results.items():
     print(case, result['max_abs_difference'])
