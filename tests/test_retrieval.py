@@ -220,3 +220,23 @@ def test_embeddings_export_round_trips(tmp_path, name):
             for k in columns}
   for key, value in columns.items():
     np.testing.assert_array_equal(read[key], value)
+
+
+def test_embedding_and_zero_shot_evaluators_run_in_training(data_dir,
+                                                            tmp_path):
+  from mmjax.experiment import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from mmjax.train import writers  # pylint: disable=g-import-not-at-top
+  config = _config(data_dir, num_train_steps=2)
+  config.log_every_steps = config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.evals = {'export': dict(type='embedding', every_steps=0),
+                  'zero_shot': dict(type='zero_shot')}
+  train_and_evaluate(config, str(tmp_path), progress=False)
+  table = pq.read_table(tmp_path / 'embeddings' / 'step_2.parquet')
+  test_size = data.DatasetSpec(config.dataset).num_examples('test', 'x')
+  assert table.num_rows == test_size
+  assert {'image', 'text', 'label'} <= set(table.column_names)
+  records = {r['split']: r for r in writers.read_metrics(str(tmp_path))
+             if r['step'] == 2}
+  assert records['export']['rows'] == test_size
+  assert 0 <= records['zero_shot']['accuracy'] <= 1
