@@ -2,10 +2,14 @@ r"""Pretrained vs from-scratch all-MiniLM-L6-v2 text tower, same config and
 steps: retrieval (configs/retrieval.py:text=minilm) and classification
 (configs/minilm.py, scenes text_matches), one run per arm.
 
-  .venv/bin/python benchmarks/pretrained/run.py --workdir=runs/pretrained
+  .venv/bin/python benchmarks/pretrained/run.py --task=retrieval
+  .venv/bin/python benchmarks/pretrained/run.py --task=classification
+  .venv/bin/python benchmarks/pretrained/run.py --collect
 
-Writes each run's workdir under --workdir and, here, results.json (each
-arm's summary) and results.csv (one row per arm: the task's metrics).
+Each run trains one arm (--init) or both, in <workdir>/<task>_<init>; the
+arms are separate processes, so they may run at the same time (--init).
+--collect writes, here, results.json (every arm's summary.json) and
+results.csv (one row per arm: the task's metric).
 
 The pretrained arm starts from all-MiniLM-L6-v2's weights by a warm start
 from a step-0 checkpoint holding them (`mmjax.models.pretrained.
@@ -16,22 +20,26 @@ same config's random initialisation. Everything else is the same.
 import csv
 import json
 import os
-import sys
 
 from absl import app, flags
 
 from configs import minilm, retrieval
 from mmjax import data
-from mmjax.experiment import Experiment, train_and_evaluate
+from mmjax.experiment import SUMMARY_FILE, Experiment, train_and_evaluate
 from mmjax.models.pretrained import load_pretrained
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/pretrained', 'Run folders.')
-_STEPS = flags.DEFINE_integer('steps', 150, 'Train steps of every run.')
-_BATCH = flags.DEFINE_integer('batch', 64, 'Global batch size.')
-_WARMUP = flags.DEFINE_integer('warmup', 15, 'Warmup steps.')
-HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = {'retrieval': (retrieval, 'text=minilm,init={}', 'mean_recall1'),
          'classification': (minilm, 'init={}', 'accuracy')}
+_TASK = flags.DEFINE_enum('task', None, list(TASKS), 'The task compared.')
+_INIT = flags.DEFINE_enum('init', None, list(minilm.INITS),
+                          'One arm only (default: both).')
+_COLLECT = flags.DEFINE_bool('collect', False, 'Gather the arms\' '
+                             'summaries instead of training.')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/pretrained', 'Run folders.')
+_STEPS = flags.DEFINE_integer('steps', 100, 'Train steps of every run.')
+_BATCH = flags.DEFINE_integer('batch', 32, 'Global batch size.')
+_WARMUP = flags.DEFINE_integer('warmup', 10, 'Warmup steps.')
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def arm_config(task: str, init: str):
@@ -60,32 +68,41 @@ def pretrained_start(config, directory: str) -> None:
   checkpointer.close()
 
 
-def main(argv):
-  del argv
+def collect() -> None:
+  """results.json and results.csv from the arms' summaries."""
   results, rows = {}, []
   for task, (_, _, metric) in TASKS.items():
     for init in minilm.INITS:
       name = f'{task}_{init}'
-      config = arm_config(task, init)
-      data.prepare(config)
-      if init == 'pretrained':
-        start = os.path.join(_WORKDIR.value, f'{name}_start')
-        pretrained_start(config, start)
-        config.checkpoint.warm_start_from = start
-      summary = train_and_evaluate(config, os.path.join(_WORKDIR.value, name),
-                                   progress=False)
+      with open(os.path.join(_WORKDIR.value, name, SUMMARY_FILE)) as f:
+        summary = json.load(f)
       results[name] = summary
       rows.append({'arm': name, 'task': task, 'init': init,
-                   'steps': _STEPS.value, 'metric': metric,
-                   'value': summary['eval'][metric],
-                   'wall_time_seconds': summary['wall_time_seconds']})
-      print(name, metric, summary['eval'][metric], flush=True)
+                   'steps': summary['final_step'], 'metric': metric,
+                   'value': summary['eval'][metric]})
   with open(os.path.join(HERE, 'results.json'), 'w') as f:
-    json.dump({'command': ' '.join(sys.argv), 'runs': results}, f, indent=1)
+    json.dump(results, f, indent=1)
   with open(os.path.join(HERE, 'results.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
+
+
+def main(argv):
+  del argv
+  if _COLLECT.value:
+    return collect()
+  if _TASK.value is None:
+    raise app.UsageError('--task is required (or --collect).')
+  for init in [_INIT.value] if _INIT.value else minilm.INITS:
+    config = arm_config(_TASK.value, init)
+    data.prepare(config)
+    workdir = os.path.join(_WORKDIR.value, f'{_TASK.value}_{init}')
+    if init == 'pretrained':
+      start = f'{workdir}_start'
+      pretrained_start(config, start)
+      config.checkpoint.warm_start_from = start
+    train_and_evaluate(config, workdir, progress=False)
 
 
 if __name__ == '__main__':
