@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from mmjax.convert import hf_config as hf
 from mmjax.convert.mapping import CONV, Rule, dense, layer_norm
+from mmjax.convert.tensors import ConversionError
 from mmjax.convert.vit import encoder_layer_rules
 
 _LAYER = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj',
@@ -120,6 +121,9 @@ class Text:
                      names: Sequence[str] = ()) -> dict:
     config = _tower_config(config, 'text_config')
     eos = hf.field(config, 'eos_token_id')
+    if not isinstance(eos, int):
+      raise ConversionError(f'eos_token_id {eos!r}: the text tower pools at '
+                            'one end-of-text id; set it in config.json.')
     return dict(name='transformer', **_transformer(config),
                 positions='learned',
                 max_len=hf.field(config, 'max_position_embeddings'),

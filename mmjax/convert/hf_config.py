@@ -51,6 +51,7 @@ def require(config: Mapping[str, Any], key: str, value: Any,
             default: Any) -> None:
   """Raises unless config[key] (or `default`) is `value`: an architecture
   variant mmjax does not implement."""
-  if field(config, key, default) != value:
-    raise ConversionError(f'{key}={config[key]!r} is not supported: mmjax '
+  given = field(config, key, default)
+  if given != value:
+    raise ConversionError(f'{key}={given!r} is not supported: mmjax '
                           f'implements {key}={value!r} only.')

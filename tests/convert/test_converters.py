@@ -84,6 +84,19 @@ def test_vit_pooled_and_tokens():
                outputs['last_hidden_state'])
 
 
+def test_vit_classifier_file_converts_without_its_head():
+  """A ViTForImageClassification file: the tower under 'vit.', no pooler,
+  a classifier head left out on purpose."""
+  tensors, config, inputs, outputs = reference('vit_tiny')
+  tensors = {f'vit.{k}': v for k, v in tensors.items()
+             if not k.startswith('pooler.')}
+  tensors['classifier.weight'] = np.zeros((10, 32), np.float32)
+  converted = convert('vit', tensors, config, ignore=['classifier.*'])
+  assert converted.encoder['pooling'] == 'tokens'
+  assert_close(run(converted.encoder, converted.variables, inputs),
+               outputs['last_hidden_state'])
+
+
 def test_clip_vision_projected_and_tokens():
   tensors, config, inputs, outputs = reference('clip_vision_tiny')
   converted = convert('clip_vision', tensors, config)
