@@ -33,6 +33,9 @@ _CONFIG_JSON = flags.DEFINE_string(
 _IGNORE = flags.DEFINE_multi_string(
     'ignore', [], 'fnmatch pattern of tensors to leave out (e.g. '
     "'classifier.*', 'text_model.*'); repeat for several.")
+_SCAN = flags.DEFINE_bool(
+    'scan_layers', False, 'Stack transformer blocks for a model trained with '
+    'config.model.scan_layers=True.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (new).')
 flags.mark_flags_as_required(['family', 'weights', 'workdir'])
 
@@ -42,7 +45,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_library_logs()
   converted = convert_file(_FAMILY.value, _WEIGHTS.value, _CONFIG_JSON.value,
-                           _IGNORE.value)
+                           _IGNORE.value, _SCAN.value)
   scope = f'{converted.modality}_encoder'
   state = {name: {scope: tree}
            for name, tree in jax.device_put(converted.variables).items()}

@@ -13,8 +13,10 @@ writes the result as a checkpoint that `checkpoint.warm_start_from` loads.
 """
 import dataclasses
 import fnmatch
+import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+import flax
 import jax
 import numpy as np
 
@@ -22,6 +24,7 @@ from mmjax.convert import clip, resnet, vit
 from mmjax.convert.hf_config import default_config_path, read_config
 from mmjax.convert.mapping import apply_rules, expected_variables, find_prefix
 from mmjax.convert.tensors import ConversionError, read_tensors
+from mmjax.models import layers
 from mmjax.models.encoders import build_encoder
 
 FAMILIES = {'resnet': resnet, 'vit': vit, 'clip_vision': clip.Vision,
@@ -32,25 +35,52 @@ FAMILIES = {'resnet': resnet, 'vit': vit, 'clip_vision': clip.Vision,
 class Converted:
   """A converted tower: its `modality`, its mmjax `encoder` config (name and
   fields, as config.model.encoders.<modality> takes it), the `vocab_size` it
-  needs (text towers; None otherwise) and its `variables` ({collection:
-  nested dict of NumPy arrays})."""
+  needs (text towers; None otherwise), its `variables` ({collection: nested
+  dict of NumPy arrays}) and whether its transformer blocks are stacked for
+  `nn.scan` (`scan_layers`, as config.model.scan_layers)."""
   modality: str
   encoder: Dict[str, Any]
   vocab_size: Optional[int]
   variables: Dict[str, Any]
+  scan_layers: bool = False
 
   def build(self):
     """The unbound mmjax encoder module the variables belong to."""
     return build_encoder(self.modality, self.encoder,
-                         vocab_size=self.vocab_size)
+                         vocab_size=self.vocab_size,
+                         block_options=layers.BlockOptions(
+                             scan=self.scan_layers))
+
+
+def stack_blocks(variables: Mapping[str, Any]) -> Dict[str, Any]:
+  """Variables of unrolled transformer blocks ('.../block{i}/...') as those
+  of one scanned module ('.../blocks/...', each array stacked on a new
+  leading axis in block order): the layout `nn.scan` gives
+  `layers.TransformerStack` with BlockOptions(scan=True)."""
+  flat = flax.traverse_util.flatten_dict(variables)
+  stacked, out = {}, {}
+  for path, array in flat.items():
+    index = next((i for i, key in enumerate(path)
+                  if re.fullmatch(r'block\d+', key)), None)
+    if index is None:
+      out[path] = array
+    else:
+      key = path[:index] + ('blocks',) + path[index + 1:]
+      stacked.setdefault(key, {})[int(path[index][len('block'):])] = array
+  for key, arrays in stacked.items():
+    out[key] = np.stack([arrays[i] for i in sorted(arrays)])
+  return flax.traverse_util.unflatten_dict(out)
 
 
 def convert(family: str, tensors: Mapping[str, np.ndarray],
             config: Mapping[str, Any], *, source: str = 'checkpoint',
-            ignore: Sequence[str] = ()) -> Converted:
+            ignore: Sequence[str] = (), scan_layers: bool = False
+            ) -> Converted:
   """Converts `tensors` (name -> array) of a `family` checkpoint described
   by `config` (its Hugging Face config dict). `source` names the file in
-  errors; `ignore`: fnmatch patterns of tensors to leave out on purpose."""
+  errors; `ignore`: fnmatch patterns of tensors to leave out on purpose;
+  `scan_layers`: transformer blocks stacked for a model trained with
+  config.model.scan_layers=True."""
   if family not in FAMILIES:
     raise ConversionError(f'unknown family {family!r}; valid families are: '
                           f'{", ".join(FAMILIES)}.')
@@ -64,17 +94,26 @@ def convert(family: str, tensors: Mapping[str, np.ndarray],
                        family=family)
   encoder = fam.encoder_config(config, names)
   vocab_size = fam.vocab_size(config) if hasattr(fam, 'vocab_size') else None
-  shape, dtype = fam.example_input(config)
-  expected = expected_variables(
-      build_encoder(fam.MODALITY, encoder, vocab_size=vocab_size),
-      jax.ShapeDtypeStruct(shape, dtype), None)
+  example = jax.ShapeDtypeStruct(*fam.example_input(config))
+  unrolled = Converted(fam.MODALITY, encoder, vocab_size, {})
   variables = apply_rules(tensors, fam.rules(encoder, prefix, names),
-                          expected, source=source)
-  return Converted(fam.MODALITY, encoder, vocab_size, variables)
+                          expected_variables(unrolled.build(), example, None),
+                          source=source)
+  converted = dataclasses.replace(unrolled, variables=variables)
+  if scan_layers:
+    converted = dataclasses.replace(
+        converted, variables=stack_blocks(variables), scan_layers=True)
+    stacked = expected_variables(converted.build(), example, None)
+    got = {'/'.join(k): v.shape for k, v in flax.traverse_util.flatten_dict(
+        converted.variables).items()}
+    # A converter bug if the stacked layout is not the scanned tower's.
+    assert got == {k: v.shape for k, v in stacked.items()}, (got, stacked)
+  return converted
 
 
 def convert_file(family: str, path: str, config_path: Optional[str] = None,
-                 ignore: Sequence[str] = ()) -> Converted:
+                 ignore: Sequence[str] = (), scan_layers: bool = False
+                 ) -> Converted:
   """`convert` of the weights file at `path` (.safetensors, or .pth/.pt/.bin
   with PyTorch installed), described by `config_path` (default: the
   config.json beside it)."""
@@ -83,4 +122,4 @@ def convert_file(family: str, path: str, config_path: Optional[str] = None,
     raise ConversionError(f'{path}: no config.json beside it; give the '
                           "model's config.json (--config_json).")
   return convert(family, read_tensors(path), read_config(config_path),
-                 source=path, ignore=ignore)
+                 source=path, ignore=ignore, scan_layers=scan_layers)

@@ -132,3 +132,16 @@ def test_clip_text_legacy_eos_config_pools_at_largest_id():
   assert converted.encoder['pooling'] == 'argmax'
   assert_close(run(converted.encoder, converted.variables, inputs,
                    converted.vocab_size)[:, 0], outputs['pooled_legacy'])
+
+
+def test_scanned_layers_give_the_same_outputs():
+  """scan_layers=True: the blocks stacked for `nn.scan`, as a model with
+  config.model.scan_layers=True holds them."""
+  tensors, config, inputs, outputs = reference('clip_text_tiny')
+  converted = convert('clip_text', tensors, config, scan_layers=True)
+  blocks = converted.variables['params']['transformer']['blocks']
+  assert blocks['attn']['query']['kernel'].shape == (2, 32, 4, 8)
+  encoder = converted.build()
+  tokens, _ = encoder.apply(converted.variables, inputs['ids'],
+                            inputs['mask'], train=False)
+  assert_close(np.asarray(tokens)[:, 0], outputs['text_embeds'])
