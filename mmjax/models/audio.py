@@ -11,6 +11,7 @@ frame mask [B, F] computed by the input pipeline's `audio_features` op.
 """
 from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,8 +62,9 @@ class AudioCNN(AudioEncoder):
     del train  # No dropout or BatchNorm.
     x, mask = self.frontend(waveform, mask)
     x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
-        x[..., None].astype(self.dtype))  # [B, F', K', C]
-    tokens = x.mean(axis=2)
+        einops.rearrange(x, 'batch time feature -> batch time feature 1'
+                         ).astype(self.dtype))
+    tokens = x.mean(axis=2)  # Over the feature axis: [B, F', channels].
     factor = 2**len(self.channels)
     return tokens, layers.downsample_mask(mask, factor, tokens.shape[1])
 
@@ -128,4 +130,6 @@ class AudioTransformer(AudioEncoder):
     return PatchTransformer(
         tuple(self.patch_size), self.dim, self.depth, self.num_heads,
         self.mlp_dim, self.dropout, self.dtype, self.param_dtype,
-        self.block_options, name='patches')(x[..., None], mask, train=train)
+        self.block_options, name='patches')(
+            einops.rearrange(x, 'batch time feature -> batch time feature 1'),
+            mask, train=train)

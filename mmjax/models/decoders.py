@@ -25,6 +25,7 @@ The decoders are registered in `mmjax.registry.DECODERS` ('lstm',
 import functools
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -100,13 +101,13 @@ class _AttentionLSTMStep(nn.Module):
     if self.attention == 'additive':  # Bahdanau: v . tanh(W_q h + W_k m).
       query = dense(self.hidden_dim, None, 'mlp', name='query')(h)
       scores = dense(1, 'mlp', None, use_bias=False, name='score')(
-          jnp.tanh(keys + query[:, None]))[..., 0]
+          jnp.tanh(keys + einops.rearrange(query, 'n h -> n 1 h')))[..., 0]
     else:  # Luong's 'general' score: h . W_k m.
-      scores = jnp.einsum('nh,nsh->ns', h, keys)
+      scores = einops.einsum(h, keys, 'n h, n s h -> n s')
     scores = jnp.where(memory_mask.astype(bool), scores.astype(jnp.float32),
                        jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    context = jnp.einsum('ns,nsd->nd', weights, memory)
+    context = einops.einsum(weights, memory, 'n s, n s d -> n d')
     out = jnp.tanh(dense(dim, None, 'embed', name='combine')(
         jnp.concatenate([h, context], axis=-1)))
     return (lstm, out), out

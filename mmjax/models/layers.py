@@ -30,6 +30,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, Optional, Tuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -195,7 +196,8 @@ class MultiHeadAttention(nn.Module):
 
     query, key, value = project('query', q), project('key', kv), project(
         'value', kv)
-    valid = None if kv_mask is None else kv_mask.astype(bool)[:, None, None, :]
+    valid = None if kv_mask is None else einops.rearrange(
+        kv_mask.astype(bool), 'batch k -> batch 1 1 k')
     if (self.attention_kernel == 'dot_product' and
         not (train and self.dropout > 0)):
       # implementation=None lets JAX pick the kernel (see BlockOptions).
@@ -212,7 +214,9 @@ class MultiHeadAttention(nn.Module):
     """[B, Tq, H, K] queries over [B, Tk, H, K] keys / values -> [B, Tq, H, K];
     valid: [B, 1, 1, Tk] or None."""
     query = query / jnp.sqrt(query.shape[-1]).astype(self.dtype)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', query, key).astype(jnp.float32)
+    logits = einops.einsum(
+        query, key, 'batch q heads d, batch k heads d -> batch heads q k'
+    ).astype(jnp.float32)
     if valid is not None or causal:
       mask = jnp.ones(logits.shape[-2:], bool)
       if causal:
@@ -222,7 +226,8 @@ class MultiHeadAttention(nn.Module):
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout, deterministic=not train)(weights)
-    return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
+    return einops.einsum(
+        weights, value, 'batch heads q k, batch k heads d -> batch q heads d')
 
 
 class TransformerBlock(nn.Module):
@@ -391,9 +396,9 @@ def downsample_mask(mask: jax.Array, factor: int, length: int) -> jax.Array:
   A token is valid when any step it covers is valid. Used after strided convs
   and patching of variable-length inputs (audio frames).
   """
-  batch, steps = mask.shape
-  pad = length * factor - steps
+  pad = length * factor - mask.shape[1]
   if pad > 0:
     mask = jnp.pad(mask, ((0, 0), (0, pad)))
-  mask = mask[:, :length * factor].reshape(batch, length, factor)
-  return mask.any(axis=-1)
+  return einops.reduce(mask[:, :length * factor],
+                       'batch (length factor) -> batch length', 'any',
+                       factor=factor)

@@ -7,6 +7,7 @@ tokenizers produce them; without a mask, ids != 0 are the valid tokens.
 """
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -99,7 +100,7 @@ class EmbeddingBag(nn.Module):
     del train  # No dropout.
     x, mask = embed_tokens(ids, mask, self.vocab_size, self.dim, self.dtype,
                            self.param_dtype)
-    return (layers.masked_mean(x, mask)[:, None],
+    return (einops.rearrange(layers.masked_mean(x, mask), 'b d -> b 1 d'),
             mask.any(axis=-1, keepdims=True))
 
 

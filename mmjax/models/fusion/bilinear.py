@@ -1,6 +1,7 @@
 """Factorised bilinear pooling (MFB) of the pooled modality vectors."""
 from typing import Dict, Optional, Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,8 @@ class Bilinear(nn.Module):
                                 param_dtype=self.param_dtype)(pooled[:, i])
       product = product * jnp.where(present[:, i, None], projection, 1)
     product = nn.Dropout(self.dropout, deterministic=not train)(product)
-    z = product.reshape(-1, out_dim, factor).sum(axis=-1).astype(jnp.float32)
+    z = einops.reduce(product, 'b (out factor) -> b out', 'sum',
+                      factor=factor).astype(jnp.float32)
     z = signed_sqrt(z)
     z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True),
                                       1e-12))

@@ -1,6 +1,7 @@
 """Concatenation fusion: pool each modality, concatenate, one hidden layer."""
 from typing import Dict, Optional, Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ class Concat(nn.Module):
                          (len(self.modalities), self.dim), self.param_dtype)
     pooled = jnp.where(present[..., None], pooled,
                        missing.astype(pooled.dtype)[None])
-    x = pooled.reshape(pooled.shape[0], -1)  # [B, M * D]
+    x = einops.rearrange(pooled, 'b modality d -> b (modality d)')
     x = base.HiddenLayer(hidden_dim, self.dropout, self.dtype,
                          self.param_dtype, name='hidden')(x, train=train)
     return base.FusionOutput(pooled=x)

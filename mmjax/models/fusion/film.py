@@ -1,6 +1,7 @@
 """FiLM: one modality's tokens modulated feature-wise by the other ones."""
 from typing import Dict, Optional, Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -77,7 +78,7 @@ class FiLM(nn.Module):
       modulated = gamma[:, None] * tokens[target] + beta[:, None]
       pooled = pooled.at[:, t].set(
           layers.masked_mean(modulated, masks[target]))
-    x = pooled.reshape(pooled.shape[0], -1)  # [B, M * D]
+    x = einops.rearrange(pooled, 'b modality d -> b (modality d)')
     x = base.HiddenLayer(hidden_dim, self.dropout, self.dtype,
                          self.param_dtype, name='hidden')(x, train=train)
     return base.FusionOutput(pooled=x)

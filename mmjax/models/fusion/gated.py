@@ -1,6 +1,7 @@
 """Gated Multimodal Unit (Arevalo et al., 2017) for any number of modalities."""
 from typing import Dict, Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ class Gated(nn.Module):
                *, train: bool) -> base.FusionOutput:
     tokens, masks = base.prepare(tokens, masks, self.modalities, self.dim)
     pooled, present = base.pool(tokens, masks, self.modalities)  # [B, M, D]
-    batch, num = pooled.shape[:2]
+    num = pooled.shape[1]
     hidden = jnp.stack([
         jnp.tanh(layers.dense(self.dim, 'embed', 'mlp', self.dtype,
                               name=f'{m}_hidden',
@@ -43,9 +44,10 @@ class Gated(nn.Module):
         for i, m in enumerate(self.modalities)], axis=1)  # [B, M, D]
     logits = layers.dense(num * self.dim, 'embed', 'mlp', self.dtype,
                           name='gate', param_dtype=self.param_dtype)(
-                              pooled.reshape(batch, num * self.dim))
-    gates = base.masked_softmax(logits.reshape(batch, num, self.dim),
-                                present[..., None], axis=1)
+                              einops.rearrange(pooled, 'b m d -> b (m d)'))
+    gates = base.masked_softmax(
+        einops.rearrange(logits, 'b (m d) -> b m d', m=num),
+        present[..., None], axis=1)
     self.sow('intermediates', 'gates', gates)
     x = (gates.astype(hidden.dtype) * hidden).sum(axis=1)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

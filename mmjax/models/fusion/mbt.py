@@ -6,6 +6,7 @@ that exchange information only through a few shared bottleneck tokens, from
 """
 from typing import Dict
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -90,13 +91,15 @@ class MBT(transformer.TransformerFusion):
               block, jnp.concatenate([tokens[m], bottleneck], axis=1),
               with_bottleneck[m], train=train)
           y, b = jnp.split(y, [tokens[m].shape[1]], axis=1)
-          written.append(b.reshape(batch, -1))
+          written.append(einops.rearrange(b, 'b n d -> b (n d)'))
         tokens[m] = transformer.zero_masked(y, masks[m])
       if written:
         # Mean over the present modalities' writes; kept where none is.
         mean = layers.masked_mean(jnp.stack(written, axis=1), present)
         bottleneck = jnp.where(present.any(axis=1)[:, None, None],
-                               mean.reshape(bottleneck.shape), bottleneck)
+                               einops.rearrange(mean, 'b (n d) -> b n d',
+                                                n=num_bottlenecks),
+                               bottleneck)
     tokens = {m: transformer.zero_masked(
         layers.layer_norm(self.dtype, f'{m}_ln_final', self.param_dtype)(x),
         masks[m]) for m, x in tokens.items()}

@@ -16,6 +16,7 @@ instead would zero Z, and so the output, whenever one modality is missing.)
 """
 from typing import Dict, Optional, Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,9 @@ class TensorFusion(nn.Module):
       # The bias would make h_m nonzero for an absent m.
       h = jnp.where(present[:, i, None], h, 0)
       z = jnp.concatenate([h, jnp.ones((batch, 1), h.dtype)], axis=-1)
-      fused = (fused[:, :, None] * z[:, None, :]).reshape(batch, -1)
+      outer = (einops.rearrange(fused, 'b i -> b i 1') *
+               einops.rearrange(z, 'b j -> b 1 j'))
+      fused = einops.rearrange(outer, 'b i j -> b (i j)')
     x = base.HiddenLayer(hidden_dim, self.dropout, self.dtype,
                          self.param_dtype, name='hidden')(fused, train=train)
     return base.FusionOutput(pooled=x)
@@ -117,6 +120,7 @@ class LowRankFusion(nn.Module):
     for i, m in enumerate(self.modalities):
       factor = layers.dense(rank * out_dim, 'embed', 'mlp', self.dtype,
                             name=f'{m}_factors', param_dtype=self.param_dtype)
-      product = product * factor(pooled[:, i]).reshape(-1, rank, out_dim)
+      product = product * einops.rearrange(
+          factor(pooled[:, i]), 'b (rank out) -> b rank out', rank=rank)
     x = nn.Dropout(self.dropout, deterministic=not train)(product.sum(axis=1))
     return base.FusionOutput(pooled=x)
