@@ -34,6 +34,16 @@ _INIT = nn.initializers.normal(0.02)  # BERT's initializer_range.
 _RESIDUAL = ('batch', None, None)
 
 
+def _layer_norm(eps: float, dtype: layers.Dtype, param_dtype: layers.Dtype,
+                name: str) -> nn.LayerNorm:
+  """LayerNorm with BERT's epsilon and logical axis names."""
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype,
+                      name=name,
+                      scale_init=layers.bias(('norm',),
+                                             nn.initializers.ones_init()),
+                      bias_init=layers.bias(('norm',)))
+
+
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """x / max(|x|, eps) over the last axis, as torch.nn.functional.normalize
   (and so sentence-transformers' Normalize) computes it."""
@@ -59,11 +69,8 @@ class BertLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, *,
                train: bool) -> jax.Array:
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    norm = functools.partial(
-        nn.LayerNorm, epsilon=self.layer_norm_eps, dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        scale_init=layers.bias(('norm',), nn.initializers.ones_init()),
-        bias_init=layers.bias(('norm',)))
+    norm = functools.partial(_layer_norm, self.layer_norm_eps, self.dtype,
+                             self.param_dtype)
     x = constrain(x, _RESIDUAL)
     y = layers.MultiHeadAttention(
         self.num_heads, self.dropout, self.dtype, self.param_dtype,
@@ -155,11 +162,8 @@ class Bert(nn.Module):
                      jnp.arange(length)[None]) +
          self._embed('token_type', self.type_vocab_size, (None, 'embed'),
                      token_types))
-    x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name='ln_embed',
-                     scale_init=layers.bias(('norm',),
-                                            nn.initializers.ones_init()),
-                     bias_init=layers.bias(('norm',)))(x)
+    x = _layer_norm(self.layer_norm_eps, self.dtype, self.param_dtype,
+                    'ln_embed')(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     call = _call_layer
     if self.block_options.remat != 'none':

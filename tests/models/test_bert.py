@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import minilm_reference
 from mmjax import pretrained_files
 from mmjax.errors import ConfigError
-from mmjax.models import pretrained
+from mmjax.models import layers, pretrained
 from mmjax.models.encoders import build_encoder
 
 VOCAB = 30522
@@ -158,3 +158,20 @@ def test_loaded_parameters_keep_their_sharding(checkpoint):
   np.testing.assert_array_equal(params['head']['bias'], np.ones(2))
   _, expected = loaded()
   np.testing.assert_array_equal(word, expected['word']['embedding'])
+
+
+def test_block_options_keep_outputs_and_scan_is_refused():
+  ids = np.array([[101, 7, 9, 102, 0, 0]], np.int32)
+
+  def apply(options):
+    encoder = build_encoder('text', dict(name='bert', size='tiny'),
+                            vocab_size=12, block_options=options)
+    variables = encoder.init(jax.random.key(0), ids, train=False)
+    return encoder.apply(variables, ids, train=False)[0]
+
+  expected = apply(layers.BlockOptions())
+  for options in (layers.BlockOptions(remat='full'),
+                  layers.BlockOptions(attention='dot_product')):
+    np.testing.assert_allclose(apply(options), expected, atol=1e-5)
+  with pytest.raises(ValueError, match='model.scan_layers=False'):
+    apply(layers.BlockOptions(scan=True))
