@@ -15,6 +15,7 @@ import flax
 import flax.linen as nn
 import jax
 import numpy as np
+from einops import rearrange
 
 from mmjax.convert.tensors import ConversionError
 
@@ -37,17 +38,20 @@ class Transform:
 
 IDENTITY = Transform(lambda x: x, lambda s: s)
 # torch.nn.Linear weight [out, in] -> Dense kernel [in, out].
-LINEAR = Transform(lambda x: x.T, lambda s: s[::-1])
+LINEAR = Transform(lambda x: rearrange(x, 'o i -> i o'), lambda s: s[::-1])
 # torch.nn.Conv2d weight [out, in, kh, kw] -> Conv kernel [kh, kw, in, out].
-CONV = Transform(lambda x: x.transpose(2, 3, 1, 0),
+CONV = Transform(lambda x: rearrange(x, 'o i h w -> h w i o'),
                  lambda s: (s[3], s[2], s[0], s[1]))
 # Linear weight [heads * head_dim, in] -> DenseGeneral kernel [in, heads,
-# head_dim] (query / key / value projections; the head is the outer factor).
-HEADS_IN = Transform(lambda x: x.T, lambda s: (s[1] * s[2], s[0]))
+# head_dim] (query / key / value projections; the head is the outer factor,
+# split by the reshape to the target shape).
+HEADS_IN = Transform(lambda x: rearrange(x, 'hk i -> i hk'),
+                     lambda s: (s[1] * s[2], s[0]))
 # Linear bias [heads * head_dim] -> [heads, head_dim].
 HEADS_BIAS = Transform(lambda x: x, lambda s: (s[0] * s[1],))
 # Linear weight [out, heads * head_dim] -> kernel [heads, head_dim, out].
-HEADS_OUT = Transform(lambda x: x.T, lambda s: (s[2], s[0] * s[1]))
+HEADS_OUT = Transform(lambda x: rearrange(x, 'o hk -> hk o'),
+                      lambda s: (s[2], s[0] * s[1]))
 
 
 def unsqueezed(n: int) -> Transform:
@@ -123,13 +127,16 @@ def apply_rules(tensors: Mapping[str, np.ndarray], rules: Sequence[Rule],
       file lacks, the tensors whose shape differs from what the tower needs,
       and the tensors of the file no rule uses.
   """
-  targets = [r.target for r in rules]
-  if sorted(targets) != sorted(expected) or len(set(targets)) != len(targets):
-    # A converter bug, not a bad file: its rules must cover the tower once.
+  targets, sources = [r.target for r in rules], [r.source for r in rules]
+  if (sorted(targets) != sorted(expected) or
+      len(set(targets)) != len(targets) or len(set(sources)) != len(sources)):
+    # A converter bug, not a bad file: its rules must pair tensors and
+    # variables one to one.
     raise AssertionError(
-        f'rules do not cover the tower one to one: without a rule '
+        f'rules do not pair tensors and variables one to one: without a rule '
         f'{sorted(set(expected) - set(targets))}, not in the tower '
-        f'{sorted(set(targets) - set(expected))}')
+        f'{sorted(set(targets) - set(expected))}, tensors used twice '
+        f'{sorted({s for s in sources if sources.count(s) > 1})}')
   missing, misshapen, variables = [], [], {}
   for rule in rules:
     target = expected[rule.target]
@@ -159,8 +166,8 @@ def apply_rules(tensors: Mapping[str, np.ndarray], rules: Sequence[Rule],
     problems.append(
         f'{len(unused)} tensor(s) of the file are not used by the tower; if '
         'they belong to a part you do not convert (a classifier head, the '
-        'other tower of a CLIP model), pass their names as ignore patterns '
-        '(--ignore):' + _listing(unused))
+        'other tower of a CLIP model), leave them out with ignore patterns '
+        '(convert_weights.py --ignore):' + _listing(unused))
   if problems:
     raise ConversionError(f'{source}: cannot convert.\n' +
                           '\n'.join(problems))
