@@ -1,14 +1,17 @@
 """Reads the named tensors of a PyTorch checkpoint file a user already has.
 
 Safetensors files (`.safetensors`, what Hugging Face `save_pretrained`
-writes) are read with the `safetensors` package; PyTorch pickles (`.pth`,
+writes) are read with the `safetensors` package (bfloat16 tensors too); PyTorch pickles (`.pth`,
 `.pt`, `.bin`) need PyTorch, imported only here and only when such a file
 is read: mmjax itself never requires it.
 """
 import os
 from typing import Dict, Mapping
 
+import jax
 import numpy as np
+import safetensors.flax
+import safetensors.numpy
 
 PICKLE_SUFFIXES = ('.pth', '.pt', '.bin')
 
@@ -51,8 +54,14 @@ def read_tensors(path: str) -> Dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise ConversionError(f'{path}: no such file.')
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return load_file(path)
+    try:
+      return safetensors.numpy.load_file(path)
+    except TypeError:
+      # bfloat16, which NumPy lacks; JAX's arrays have it (ml_dtypes). Read
+      # on the CPU: a checkpoint need not fit an accelerator.
+      with jax.default_device(jax.devices('cpu')[0]):
+        return {name: np.asarray(x) for name, x in
+                safetensors.flax.load_file(path).items()}
   if path.endswith(PICKLE_SUFFIXES):
     return _from_torch(path)
   raise ConversionError(

@@ -9,8 +9,10 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.flax
 
 from cpu_devices import subprocess_env
 from mmjax.convert import ConversionError, convert, convert_file
@@ -112,6 +114,15 @@ def test_unknown_file_kind_and_missing_file(tmp_path):
     read_tensors(_touch(tmp_path / 'x.npz'))
   with pytest.raises(ConversionError, match='no such file'):
     read_tensors(str(tmp_path / 'absent.safetensors'))
+
+
+def test_bfloat16_safetensors_are_read(tmp_path):
+  path = str(tmp_path / 'bf16.safetensors')
+  values = np.array([1.5, -2.0, 0.0078125], np.float32)
+  safetensors.flax.save_file({'w': jnp.asarray(values, jnp.bfloat16)}, path)
+  loaded = read_tensors(path)['w']
+  assert loaded.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(loaded.astype(np.float32), values)
 
 
 @pytest.mark.skipif(torch is not None, reason='PyTorch is installed')
