@@ -145,3 +145,22 @@ def test_scanned_layers_give_the_same_outputs():
   tokens, _ = encoder.apply(converted.variables, inputs['ids'],
                             inputs['mask'], train=False)
   assert_close(np.asarray(tokens)[:, 0], outputs['text_embeds'])
+
+
+def test_full_clip_model_file_converts_each_tower():
+  """A CLIPModel file holds both towers, both projections and logit_scale;
+  its config nests each tower's part. Each tower converts with the other
+  left out."""
+  vision, vision_config, vision_in, vision_out = reference('clip_vision_tiny')
+  text, text_config, text_in, text_out = reference('clip_text_tiny')
+  tensors = {**vision, **text, 'logit_scale': np.array(2.6, np.float32)}
+  config = {'model_type': 'clip', 'vision_config': vision_config,
+            'text_config': text_config}
+  converted = convert('clip_vision', tensors, config, ignore=[
+      'text_model.*', 'text_projection.*', 'logit_scale'])
+  assert_close(run(converted.encoder, converted.variables, vision_in)[:, 0],
+               vision_out['image_embeds'])
+  converted = convert('clip_text', tensors, config, ignore=[
+      'vision_model.*', 'visual_projection.*', 'logit_scale'])
+  assert_close(run(converted.encoder, converted.variables, text_in,
+                   converted.vocab_size)[:, 0], text_out['text_embeds'])
