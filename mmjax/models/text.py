@@ -142,7 +142,8 @@ class TextGRU(TextRNN):
 # 'tokens': every token; 'eos': the state at the first `eos_id` token of
 # each text (CLIP's pooled output); 'argmax': at the first occurrence of the
 # largest id (how CLIP checkpoints whose config says eos_token_id=2 pool: the
-# end-of-text id is the largest in CLIP's vocabulary).
+# end-of-text id is the largest in CLIP's vocabulary). A text without
+# `eos_id` pools its first token, as Hugging Face's CLIP does.
 TEXT_POOLINGS = ('tokens', 'eos', 'argmax')
 
 
