@@ -5,7 +5,7 @@ scikit-learn handwritten digit of the same class, as PNG + WAV files.
   python benchmarks/input/digits_speech_manifest.py --out=/tmp/digits_speech
   python experiments/prepare_dataset.py \
       --manifest=/tmp/digits_speech/manifest.jsonl --name=digits_speech \
-      --data_dir=/tmp/tfds
+      --data_dir=/tmp/tfds --sample_rate=8000
   python experiments/bench_input.py --workdir=benchmarks/input/digits_speech \
       --config=configs/manifest.py:name=digits_speech,modalities=image+audio,audio_seconds=1,sample_rate=8000,image_size=32 \
       --config.dataset.data_dir=/tmp/tfds
