@@ -177,7 +177,8 @@ def test_every_registered_op_is_tested():
   tested = {'decode_image', 'resize', 'central_crop', 'random_crop',
             'flip_lr', 'value_range', 'normalize', 'decode_audio', 'resample',
             'random_crop_audio', 'pad_audio', 'audio_features',
-            'spec_augment', 'tokenize', 'keep'}
+            'spec_augment', 'tokenize', 'keep',
+            'wordpiece'}  # In tests/data/test_wordpiece.py.
   assert set(OPS.names()) == tested
 
 
