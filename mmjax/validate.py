@@ -10,6 +10,7 @@ from mmjax.errors import ConfigError
 from mmjax.models import layers
 from mmjax.models.encoders import check_encoder_config
 from mmjax.models.model import model_class
+from mmjax.models.pretrained import check_pretrained_config
 from mmjax.data.ops.audio import AudioFeatures
 from mmjax.registry import MODALITIES, TASKS
 from mmjax import sharding as sharding_lib
@@ -138,6 +139,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
   if 'audio' in modalities:
     _check_audio_features(config.model.encoders.audio, pp_train, pp_eval)
   model_class(config).check_config(config)
+  check_pretrained_config(config)
   try:
     jnp.dtype(config.model.dtype)
   except TypeError:

@@ -35,3 +35,30 @@ def test_arms_differ_only_in_the_initialisation(get_config, variant,
 def test_bad_init_variant_is_refused(get_config, variant, match):
   with pytest.raises(ValueError, match=match):
     get_config(variant)
+
+
+def test_training_starts_the_tower_from_the_pretrained_weights(data_dir,
+                                                                tmp_path):
+  """A run of configs/minilm.py with its text tower frozen ends with exactly
+  the checkpoint's weights in the tower: the trainer loaded them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from mmjax.experiment import Experiment, train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from mmjax.models.pretrained import load_pretrained  # pylint: disable=g-import-not-at-top
+  from tiny import set_fields  # pylint: disable=g-import-not-at-top
+  from trees import assert_trees_equal  # pylint: disable=g-import-not-at-top
+  config = set_fields(
+      minilm.get_config('fusion=concat'), dataset__builder_config='tiny',
+      dataset__data_dir=data_dir, input__global_batch_size=16,
+      input__eval_batch_size=32, num_train_steps=1, log_every_steps=1,
+      eval_every_steps=1, checkpoint_every_steps=1,
+      optimizer__frozen=('text_encoder/',), optimizer__warmup_steps=0,
+      optimizer__param_learning_rates=())
+  train_and_evaluate(config, str(tmp_path), progress=False)
+  experiment = Experiment(config)
+  runner = experiment.runner
+  trained = experiment.make_checkpointer(str(tmp_path)).restore(
+      1, runner.restore_target(), experiment.train_iterator())
+  fresh = runner.to_checkpoint(runner.init(experiment.init_rng))
+  expected = load_pretrained(jax.device_get(fresh.params), config)
+  assert_trees_equal(jax.device_get(trained.params['text_encoder']),
+                     expected['text_encoder'])

@@ -123,6 +123,7 @@ class Bert(nn.Module):
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(dim=32, depth=2, num_heads=2, mlp_dim=64, max_len=64),
+      'small': dict(dim=128, depth=4, num_heads=4, mlp_dim=256, max_len=128),
       # all-MiniLM-L6-v2 (and its MiniLM-L6-H384 base).
       'minilm_l6': dict(dim=384, depth=6, num_heads=12, mlp_dim=1536,
                         max_len=512),

@@ -14,6 +14,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import ml_collections
+from flax import traverse_util
 
 from mmjax import fileio
 from mmjax import reporting
@@ -124,16 +125,6 @@ def failed(statuses: Mapping[str, str]) -> List[str]:
   return [name for name, status in statuses.items() if status == FAILED]
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
 def check_workdirs(runs: Sequence[Run], outdir: str) -> None:
   """A started run's workdir (config.json is written when training starts)
   must hold this run's config: resuming or reusing it for another config
@@ -148,8 +139,9 @@ def check_workdirs(runs: Sequence[Run], outdir: str) -> None:
         os.path.join(run.workdir(outdir), 'config.json'))
     if stored is None:  # Not started, or torn: training rewrites it.
       continue
-    stored = _flatten(stored)
-    wanted = _flatten(json.loads(run.load_config().to_json_best_effort()))
+    stored = traverse_util.flatten_dict(stored, sep='.')
+    wanted = traverse_util.flatten_dict(
+        json.loads(run.load_config().to_json_best_effort()), sep='.')
     differ = [k for k in stored if k in wanted and stored[k] != wanted[k]]
     if differ:
       raise ValueError(

@@ -9,6 +9,7 @@ import numpy as np
 from absl import logging
 
 from mmjax.fileio import atomic_write_json, read_json_or_none
+from mmjax.models.pretrained import load_pretrained, pretrained_towers
 from mmjax.tasks.base import split_predictions
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.nonfinite import NonFiniteGuard
@@ -66,9 +67,14 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
   if latest is not None:
     state = runner.from_checkpoint(restored)
     logging.info('Resumed from step %d in %s', latest, checkpointer.directory)
-  elif config.checkpoint.warm_start_from:
-    state = runner.from_checkpoint(warm_start(
-        runner.to_checkpoint(state), config.checkpoint.warm_start_from))
+  else:  # A fresh run: pretrained towers, then a warm start over them.
+    if pretrained_towers(config):
+      fresh = runner.to_checkpoint(state)
+      state = runner.from_checkpoint(
+          fresh.replace(params=load_pretrained(fresh.params, config)))
+    if config.checkpoint.warm_start_from:
+      state = runner.from_checkpoint(warm_start(
+          runner.to_checkpoint(state), config.checkpoint.warm_start_from))
   first_step = latest or 0
   preemption.check('restore', step=latest)
   num_params = _param_count(runner.to_checkpoint(state))
