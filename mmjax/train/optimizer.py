@@ -256,11 +256,10 @@ def _labels(c: ml_collections.ConfigDict) -> Callable[[Any], Any]:
   return labels
 
 
-def make_schedule(cfg: ml_collections.ConfigDict,
-                  num_train_steps: int) -> Callable[[Any], Any]:
-  """The learning rate as a function of the step (0-based, jit-able), for
-  the parameters `param_learning_rates` does not name."""
-  c = check_optimizer_config(cfg, num_train_steps)
+def _schedule(c: ml_collections.ConfigDict,
+              num_train_steps: int) -> Callable[[Any], Any]:
+  """The learning rate as a function of the step (0-based, jit-able) of a
+  checked config `c` (its `learning_rate` peak)."""
   decay = _DECAYS[c.schedule](c.learning_rate, c.end_learning_rate_factor,
                               num_train_steps - c.warmup_steps)
   if not c.warmup_steps:
@@ -275,7 +274,7 @@ def make_optimizer(
   """Returns (optax transformation, learning-rate schedule) for `cfg`; the
   schedule is that of the parameters `param_learning_rates` does not name."""
   c = check_optimizer_config(cfg, num_train_steps)
-  schedule = make_schedule(c, num_train_steps)
+  schedule = _schedule(c, num_train_steps)
   tx = _OPTIMIZERS[c.name](c, schedule)
   clip = ([optax.clip_by_global_norm(c.grad_clip_norm)]
           if c.grad_clip_norm else [])
@@ -285,7 +284,7 @@ def make_optimizer(
   for i, (_, lr) in enumerate(c.param_learning_rates):
     group = ml_collections.ConfigDict({**c.to_dict(), 'learning_rate': lr})
     transforms[f'group{i}'] = _OPTIMIZERS[c.name](
-        group, make_schedule(group, num_train_steps))
+        group, _schedule(group, num_train_steps))
   labels = _labels(c)
   # Frozen gradients are zeroed before clipping, so that the global norm is
   # the trained parameters' own.
