@@ -5,7 +5,7 @@ attention.
 The label 'text_matches' needs both modalities together: a false claim names
 a colour or shape that is not in the image. Relational labels like this one
 need token-level interaction: pooled-vector fusions (concat, late, ...) stay
-near chance on it (see the README). 'label=label' selects the dataset's
+near chance on it (docs/models.md). 'label=label' selects the dataset's
 4-class label (whether the text claim and whether the spoken claim describe
 the image), which needs image, text and audio.
 
@@ -40,7 +40,7 @@ from mmjax.models import fusion
 VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'size', 'modalities',
                 'label', 'mode')
 # Preprocessing ops (mmjax/data/ops) of each modality of 'scenes'; the config
-# joins those the model uses ('|'-separated; see the README).
+# joins those the model uses ('|'-separated; docs/data.md).
 PP = dict(
     image='value_range(-1, 1)',
     audio=f'decode_audio|pad_audio({scenes.MAX_AUDIO_SAMPLES})',

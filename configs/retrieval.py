@@ -22,7 +22,7 @@ Variant string (after the colon): comma-separated key=value pairs.
   init=pretrained|scratch   its weights or a random initialisation (default
                     pretrained)
 The label is 'num_objects' (one, two, three), for zero-shot classification
-from prompts (mmjax.train.embedding.zero_shot_accuracy); it is not trained.
+from prompts (the zero_shot evaluator, mmjax/evaluators/embedding.py); it is not trained.
 """
 from configs import default
 from configs import minilm
@@ -75,7 +75,7 @@ def get_config(arg=None):
   if 'audio' in modalities:
     # A log-mel spectrogram of 3.75 s of audio per example costs far more
     # than a 32x32 image: a smaller budget keeps the run within 15 minutes
-    # of 2 CPU cores (see the README).
+    # of 2 CPU cores.
     c.input.global_batch_size = 64
     c.num_train_steps = 400
   c.eval_every_steps = c.checkpoint_every_steps = c.num_train_steps // 2

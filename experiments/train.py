@@ -6,7 +6,7 @@ r"""Trains an mmjax model described by a config file.
 
 A run resumes from the latest checkpoint in --workdir. On SIGTERM or SIGINT
 it saves the current step and exits with code 75 (run the same command again
-to resume); see "Fault tolerance" in the README.
+to resume); see docs/fault_tolerance.md.
 
 Multi-host: start one process per host with the same flags, plus
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or none of
