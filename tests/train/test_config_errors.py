@@ -29,8 +29,8 @@ class TriadWithoutAudio(triad.Triad):
 
 CASES = [
     # (overrides, field named in the error, words the message must contain)
-    (dict(model__encoders__text__name='bert'), 'model.encoders.text.name',
-     ['embedding_bag', 'lstm', 'transformer']),
+    (dict(model__encoders__text__name='gpt2'), 'model.encoders.text.name',
+     ['bert', 'embedding_bag', 'lstm', 'transformer']),
     (dict(model__encoders__image__name='unet'), 'model.encoders.image.name',
      ['cnn', 'resnet', 'vit']),
     (dict(model__fusion__name='magic'), 'model.fusion.name',
