@@ -24,6 +24,8 @@ _BATCHES = flags.DEFINE_integer('batches', 100,
                                 'Timed batches of the pipeline.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed training steps (of the '
                               'step alone, and of the loop).')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds of the step '
+                               'alone and the loop (medians are reported).')
 _EXAMPLES = flags.DEFINE_integer('examples', 500,
                                  'Examples timed per preprocessing op.')
 _NUM_WORKERS = flags.DEFINE_integer(
@@ -36,7 +38,7 @@ def main(argv):
   quiet_library_logs()
   result = input_bench.benchmark(
       _CONFIG.value, batches=_BATCHES.value, steps=_STEPS.value,
-      examples=_EXAMPLES.value, num_workers=_NUM_WORKERS.value)
+      examples=_EXAMPLES.value, rounds=_ROUNDS.value, num_workers=_NUM_WORKERS.value)
   print(input_bench.report(result))
   input_bench.write(result, _WORKDIR.value)
 

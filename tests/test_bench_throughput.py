@@ -60,7 +60,7 @@ def test_bench_input_times_pipeline_step_and_loop(data_dir, tmp_path):
       '--config.dataset.builder_config=tiny',
       f'--config.dataset.data_dir={data_dir}',
       '--config.input.global_batch_size=8', f'--workdir={tmp_path}',
-      '--batches=4', '--steps=2', '--examples=8',
+      '--batches=4', '--steps=2', '--examples=8', '--rounds=3',
   ], capture_output=True, text=True, timeout=600, env=subprocess_env(1),
       cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -75,6 +75,13 @@ def test_bench_input_times_pipeline_step_and_loop(data_dir, tmp_path):
               'loop_examples_per_s'):
     assert 0 < r[key] < float('inf'), key
   assert r['ratio'] == r['pipeline_examples_per_s'] / r['step_examples_per_s']
+  # Step and loop alternate in rounds; the medians are reported.
+  for key in ('step_examples_per_s', 'loop_examples_per_s'):
+    assert len(r['rounds'][key]) == 3
+    assert r[key] == np.median(r['rounds'][key])
+  assert r['loop_fraction_of_bound'] == pytest.approx(
+      r['loop_examples_per_s'] / min(r['pipeline_examples_per_s'],
+                                     r['step_examples_per_s']))
   assert '| 0:Tokenize |' in result.stdout  # The table of ops is printed.
   assert 'training loop (pipeline feeding the step)' in result.stdout
 

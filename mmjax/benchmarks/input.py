@@ -11,7 +11,7 @@ falls below the step's.
 import itertools
 import os
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import jax
 import ml_collections
@@ -76,25 +76,35 @@ def _train(runner, state, batches: Iterator[Any], steps: int
   return state, time.perf_counter() - start
 
 
-def train_rates(experiment: Experiment, steps: int) -> Tuple[float, float]:
-  """Examples/s of (the training step fed one device-resident batch, the
-  training loop fed by the training iterator as `mmjax.train.loop` feeds
-  it, with `config.input.prefetch`), `steps` timed steps each after warm-up
-  ones (the step's compile is not timed)."""
+def train_rates(experiment: Experiment, steps: int, rounds: int
+                ) -> Tuple[List[float], List[float]]:
+  """Examples/s of the training step fed one device-resident batch, and of
+  the training loop fed by the training iterator as `mmjax.train.loop` feeds
+  it (with `config.input.prefetch`): `rounds` pairs of `steps` timed steps,
+  step then loop, after warm-up ones (the step's compile is not timed).
+
+  Alternating the two in rounds exposes both to the same load on the host, so
+  their ratio holds on a machine whose speed drifts while the benchmark runs.
+  """
   runner = experiment.runner
   state = runner.init(experiment.init_rng)
   resident = itertools.repeat(runner.put(next(experiment.train_iterator())))
   batches = experiment.train_iterator(on_device=True)
   state, _ = _train(runner, state, resident, _WARMUP_STEPS)
-  state, step_seconds = _train(runner, state, resident, steps)
   state, _ = _train(runner, state, batches, _WARMUP_STEPS)
-  _, loop_seconds = _train(runner, state, batches, steps)
   examples = steps * experiment.config.input.global_batch_size
-  return examples / step_seconds, examples / loop_seconds
+  step_rates, loop_rates = [], []
+  for _ in range(rounds):
+    state, step_seconds = _train(runner, state, resident, steps)
+    state, loop_seconds = _train(runner, state, batches, steps)
+    step_rates.append(examples / step_seconds)
+    loop_rates.append(examples / loop_seconds)
+  return step_rates, loop_rates
 
 
 def benchmark(config: ml_collections.ConfigDict, *, batches: int, steps: int,
-              examples: int, num_workers: Optional[int] = None
+              examples: int, rounds: int = 3,
+              num_workers: Optional[int] = None
               ) -> Dict[str, Any]:
   """Prepares the dataset of `config` and measures its input pipeline, its
   training step and its training loop.
@@ -102,16 +112,20 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int, steps: int,
   Args:
     config: a training config.
     batches: timed batches of the pipeline alone.
-    steps: timed steps of the step alone, and of the loop.
+    steps: timed steps of the step alone, and of the loop, per round.
     examples: examples timed per preprocessing op.
+    rounds: alternating rounds of the step alone and the loop; the rates
+      reported are their medians.
     num_workers: Grain worker processes (default: `config.input.num_workers`).
   Returns:
     A JSON-able dict: the settings, examples/s of the pipeline, step and
-    loop, the pipeline-to-step ratio and microseconds per example of each op.
+    loop (the medians over rounds, and each round's), the pipeline-to-step
+    ratio, the loop's fraction of min(pipeline, step) (1 when the pipeline
+    is fully hidden behind the step) and microseconds per example of each op.
   """
-  if min(batches, steps, examples) < 1:
-    raise ValueError(f'batches, steps and examples must be >= 1, got '
-                     f'{batches}, {steps}, {examples}.')
+  if min(batches, steps, examples, rounds) < 1:
+    raise ValueError(f'batches, steps, examples and rounds must be >= 1, got '
+                     f'{batches}, {steps}, {examples}, {rounds}.')
   config = config.copy_and_resolve_references()
   if num_workers is not None:
     config.input.num_workers = num_workers
@@ -119,7 +133,8 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int, steps: int,
   experiment = Experiment(config)
   per_op = time_ops(experiment, examples)
   pipeline = pipeline_rate(experiment, batches)
-  consumed, loop = train_rates(experiment, steps)
+  step_rates, loop_rates = train_rates(experiment, steps, rounds)
+  consumed, loop = np.median(step_rates), np.median(loop_rates)
   return {
       'dataset': f'{config.dataset.name}/{config.dataset.builder_config}',
       'pp_train': config.input.pp_train,
@@ -128,9 +143,12 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int, steps: int,
       'cpu_count': os.cpu_count(),
       'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
       'pipeline_examples_per_s': pipeline,
-      'step_examples_per_s': consumed,
+      'step_examples_per_s': float(consumed),
       'ratio': pipeline / consumed,
-      'loop_examples_per_s': loop,
+      'loop_examples_per_s': float(loop),
+      'loop_fraction_of_bound': float(loop / min(pipeline, consumed)),
+      'rounds': {'step_examples_per_s': step_rates,
+                 'loop_examples_per_s': loop_rates},
       'op_microseconds_per_example': {k: v * 1e6 for k, v in per_op.items()},
   }
 
@@ -151,7 +169,8 @@ def report(result: Mapping[str, Any]) -> str:
       'examples/s',
       f'ratio: {result["ratio"]:.2f}x',
       f'training loop (pipeline feeding the step): '
-      f'{result["loop_examples_per_s"]:,.0f} examples/s']
+      f'{result["loop_examples_per_s"]:,.0f} examples/s, '
+      f'{result["loop_fraction_of_bound"]:.2f} of min(pipeline, step)']
   return '\n'.join(lines)
 
 

@@ -23,10 +23,12 @@ import numpy as np
 from mmjax.data.datasets import DatasetSpec
 from mmjax.data.preprocess import Preprocess
 
-# Main-process reading: a couple of threads and a few batches ahead is enough
-# for small examples and leaves the cores to the training step (Grain's
-# defaults, 16 threads and 500 elements, would buffer 500 whole batches).
-_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+# Main-process reading happens in the consuming thread: the prefetch thread
+# when `config.input.prefetch` > 0. The ops are Python holding the GIL, so
+# Grain's read threads would only contend for it (on the `digits_speech`
+# config of docs/benchmarks.md two of them made the pipeline alone slower than
+# none); processes (`config.input.num_workers`) parallelise preprocessing.
+_READ_OPTIONS = grain.ReadOptions(num_threads=0)
 
 
 def _check_batching(batch_size: int, shard_index: int,
