@@ -1,6 +1,6 @@
-"""Result tables: the one Markdown table writer and the one CSV writer of
-mmjax (benchmarks, sweeps, the robustness report, TensorBoard prediction
-tables).
+"""Result tables and image grids: the one Markdown table writer, the one CSV
+writer and the one image-grid PNG writer of mmjax (benchmarks, sweeps, the
+robustness report, TensorBoard prediction tables, generated samples).
 
 A table is a list of row dicts and a list of columns; a column is
 `(key, header, format)`, where `format` turns the row's value (None when the
@@ -10,6 +10,9 @@ import csv
 import io
 import os
 from typing import Any, Callable, Mapping, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
 
 from mmjax import fileio
 
@@ -77,3 +80,56 @@ def write_tables(rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
   table = markdown_table(rows, columns)
   fileio.atomic_write(f'{stem}.md', table + '\n')
   return table
+
+
+def image_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
+  """Tiles images into one uint8 image, e.g. generated samples for a report.
+
+  Args:
+    images: [N, H, W, C] with C 1 or 3, uint8 or float in [-1, 1] (a
+      generator's output range; mapped linearly to [0, 255], clipped, and
+      rounded).
+    rows: number of rows; N must be a multiple of it. Image i goes to row
+      i // cols, column i % cols, with cols = N // rows.
+    pad: pixels of black between images and around the grid.
+
+  Returns:
+    uint8 [rows * (H + pad) + pad, cols * (W + pad) + pad, C].
+  """
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError('images must be [N, H, W, C] with C 1 or 3, got shape '
+                     f'{images.shape}.')
+  n, height, width, channels = images.shape
+  if rows <= 0 or n % rows:
+    raise ValueError(f'the number of images N={n} must be a positive '
+                     f'multiple of rows={rows}.')
+  if pad < 0:
+    raise ValueError(f'pad must be >= 0, got {pad}.')
+  if images.dtype != np.uint8:
+    if not np.issubdtype(images.dtype, np.floating):
+      raise ValueError('images must be uint8 or float in [-1, 1], got '
+                       f'{images.dtype}.')
+    images = np.rint(np.clip((images.astype(np.float64) + 1) * 127.5, 0,
+                             255)).astype(np.uint8)
+  cols = n // rows
+  grid = np.zeros((rows * (height + pad) + pad, cols * (width + pad) + pad,
+                   channels), np.uint8)
+  for i, image in enumerate(images):
+    top = pad + (i // cols) * (height + pad)
+    left = pad + (i % cols) * (width + pad)
+    grid[top:top + height, left:left + width] = image
+  return grid
+
+
+def write_png(path: str, grid: np.ndarray) -> None:
+  """Writes a uint8 image [H, W, C] (C 1: greyscale, 3: RGB), e.g. an
+  `image_grid`, to `path` as PNG (atomically)."""
+  grid = np.asarray(grid)
+  if grid.dtype != np.uint8 or grid.ndim != 3 or grid.shape[-1] not in (1, 3):
+    raise ValueError('write_png needs uint8 [H, W, C] with C 1 or 3, got '
+                     f'{grid.dtype} {grid.shape}; see image_grid.')
+  out = io.BytesIO()
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(
+      out, format='PNG')
+  fileio.atomic_write(path, out.getvalue())

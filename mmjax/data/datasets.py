@@ -109,7 +109,8 @@ class DatasetSpec:
     num_classes, multilabel, label_names: of the 'label' target.
     meta: what preprocessing ops may need: 'sample_rate', 'vocabulary'
       (closed vocabulary of mmjax's synthetic datasets, or None),
-      'num_classes', 'dataset_dir' (where tokenizer models are stored) and
+      'num_classes', 'multilabel' and 'label_names' (of the 'label' target;
+      () without one), 'dataset_dir' (where tokenizer models are stored) and
       'train_texts' (key -> iterator over the train split's texts).
   """
 
@@ -146,6 +147,8 @@ class DatasetSpec:
         'sample_rate': self._sample_rate(cfg.get('sample_rate'), builder),
         'vocabulary': _builder_constant(builder, 'VOCABULARY'),
         'num_classes': self.num_classes,
+        'multilabel': self.multilabel,
+        'label_names': self.label_names,
         'dataset_dir': builder.data_dir,
         'train_texts': self._train_texts,
     }

@@ -178,7 +178,8 @@ def test_every_registered_op_is_tested():
             'flip_lr', 'value_range', 'normalize', 'decode_audio', 'resample',
             'random_crop_audio', 'pad_audio', 'audio_features',
             'spec_augment', 'tokenize', 'keep',
-            'wordpiece'}  # In tests/data/test_wordpiece.py.
+            'wordpiece',  # In tests/data/test_wordpiece.py.
+            'class_text'}  # In tests/data/test_class_text.py.
   assert set(OPS.names()) == tested
 
 

@@ -1,6 +1,9 @@
-"""Text op: tokenise to fixed-length ids with a mask."""
+"""Text ops: tokenise to fixed-length ids with a mask; text from the class
+label."""
 import dataclasses
 import os
+
+import numpy as np
 
 from mmjax.data import tokenizers
 from mmjax.data.ops.general import get
@@ -84,3 +87,51 @@ class Tokenize(Op):
     ids, mask = self.get_tokenizer().encode(get(example, self.key, self),
                                             self.length)
     return {**example, self.key: ids, f'{self.key}_mask': mask}
+
+
+@OPS.register('class_text')
+@dataclasses.dataclass
+class ClassText(Op):
+  """Writes text made from the example's class label: example[key] =
+  `template.format(name)`, with name the class name of example['label']
+  (int32 []), e.g. `class_text("a drawing of the digit {}")|tokenize(16,
+  tokenizer="byte")` conditions a generator on its class as text.
+
+  Needs a single-label 'label' target whose classes have names
+  (`meta['label_names']`); replaces any text already at `key`. A
+  SentencePiece `tokenize` after it trains on the dataset's own text of
+  `key`, not on these texts; use 'byte' or 'word' there.
+  """
+  template: str = '{}'
+  key: str = 'text'
+
+  def __post_init__(self):
+    if not isinstance(self.template, str):
+      raise ValueError(f'template must be a string, got {self.template!r}')
+    try:
+      takes_name = self.template.format('a') != self.template.format('b')
+    except (IndexError, KeyError, ValueError):
+      takes_name = False
+    if not takes_name:
+      raise ValueError(f'template {self.template!r} must have one field '
+                       "'{}' for the class name.")
+    self._names = ()
+
+  def setup(self, meta):
+    if meta.get('multilabel') or not meta.get('label_names'):
+      raise ValueError(
+          "class_text needs a dataset whose single-label 'label' target has "
+          'class names; this one has '
+          f'{"a multi-label target" if meta.get("multilabel") else "none"}.'
+          ' Map label to a ClassLabel feature in config.dataset.features.')
+    self._names = tuple(meta['label_names'])
+
+  def __call__(self, example, rng):
+    label = np.asarray(get(example, 'label', self))
+    if label.ndim or not np.issubdtype(label.dtype, np.integer):
+      raise ValueError(f'op ClassText: label must be an int class id, got '
+                       f'{label.dtype} {label.shape}.')
+    if not 0 <= label < len(self._names):
+      raise ValueError(f'op ClassText: label {int(label)} is outside the '
+                       f'{len(self._names)} named classes.')
+    return {**example, self.key: self.template.format(self._names[int(label)])}
