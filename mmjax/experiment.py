@@ -116,6 +116,12 @@ class Experiment:
         batch_size=self.config.input.eval_batch_size // jax.process_count(),
         shard_index=jax.process_index(), shard_count=jax.process_count())
 
+  def restore_run(self, workdir: str, step: Optional[int] = None
+                  ) -> Tuple['Experiment', Any, int]:
+    """Another run's (experiment, state, step) from its workdir (`restore`),
+    e.g. the classifier whose features measure a generator's images."""
+    return restore(load_config(workdir), workdir, step)
+
   def evaluate(self, state) -> Dict[str, float]:
     return self.runner.evaluate(state, self.eval_batches())
 

@@ -99,6 +99,12 @@ def _check_optimizer_groups(config: ml_collections.ConfigDict, task) -> None:
     raise ConfigError('task.name', f'task {config.task.name!r} both couples '
                       'the rows of a batch and updates parameter groups in '
                       'turn; the train step supports one or the other.')
+  if (getattr(task, 'adversarial', False) and
+      config.optimizer.get('accumulation_steps', 1) != 1):
+    raise ConfigError('optimizer.accumulation_steps', (
+        f'task {config.task.name!r} makes its generator and discriminator '
+        'updates within one step, without gradient accumulation; use 1 (and a '
+        'smaller global batch if memory is short).'))
   for group in groups:
     check_optimizer_config(group_optimizer_config(config, group),
                            config.num_train_steps)
@@ -131,7 +137,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
       raise ConfigError('model.modalities', f'unknown modality {m!r}; valid '
                         f'modalities are {", ".join(MODALITIES)}.')
   spec = data.DatasetSpec(config.dataset, modalities)
-  for m in modalities:
+  # The modalities the model runs an encoder on (a GAN generates its images).
+  for m in getattr(model_class(config), 'encoded_modalities', modalities):
     if m not in config.model.encoders:
       raise ConfigError(f'model.encoders.{m}', f'no encoder configured for {m!r}.')
     check_encoder_config(m, config.model.encoders[m])

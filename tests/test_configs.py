@@ -19,7 +19,10 @@ CONFIGS = sorted(os.path.basename(p)[:-3]
 ARGS = {'manifest': 'name=my_data'}
 # Configs whose training steps another test already runs, with the file that
 # does: a second one-step run here would only add compile time.
-RUN_ELSEWHERE = {'bench': 'test_bench_throughput.py'}
+RUN_ELSEWHERE = {'bench': 'test_bench_throughput.py',
+                 'minilm': 'test_minilm_configs.py',
+                 # The GAN at test size, trained by tests/train/test_adversarial.py.
+                 'gan': 'gan_tiny.py'}
 
 
 def test_configs_found():

@@ -15,7 +15,7 @@ The same classes evaluate saved checkpoints (`experiments/evaluate.py`,
 `robustness.py`, `embed.py`). The task's own evaluation (`eval_every_steps`)
 always runs; these come after it.
 """
-from mmjax.evaluators import embedding, robustness, task  # noqa: F401  (register)
+from mmjax.evaluators import embedding, gan, robustness, task  # noqa: F401  (register)
 from mmjax.registry import EVALUATORS
 
 

@@ -17,6 +17,7 @@ from mmjax.data.ops.text import Tokenize
 from mmjax.fileio import atomic_write
 from mmjax.registry import EVALUATORS
 from mmjax.tasks import retrieval
+from mmjax.train.steps import model_variables
 
 
 def embed_split(experiment, state) -> Dict[str, np.ndarray]:
@@ -31,23 +32,26 @@ def embed_split(experiment, state) -> Dict[str, np.ndarray]:
   return examples
 
 
-def embed_texts(experiment, state,
-                texts: Sequence[str]) -> np.ndarray:
-  """[len(texts), D] text-tower embeddings of `texts`, tokenised by the
-  run's own text preprocessing (its `tokenize` op of 'text')."""
+def tokenize_texts(experiment, texts: Sequence[str]) -> Dict[str, np.ndarray]:
+  """'text' ids [N, L] and 'text_mask' of free `texts`, by the run's own
+  `tokenize` op of 'text' in `input.pp_eval` (ops before it, e.g.
+  `class_text`, are skipped: the texts are given)."""
   ops = [op for op in experiment.pp_eval.ops
          if isinstance(op, Tokenize) and op.key == 'text']
   if not ops:
     raise ValueError('the run has no tokenize op for text in input.pp_eval.')
   tokenized = [ops[0]({'text': t}, None) for t in texts]
-  batch = {k: np.stack([t[k] for t in tokenized])
-           for k in ('text', 'text_mask')}
+  return {k: np.stack([t[k] for t in tokenized])
+          for k in ('text', 'text_mask')}
+
+
+def embed_texts(experiment, state,
+                texts: Sequence[str]) -> np.ndarray:
+  """[len(texts), D] text-tower embeddings of `texts` (`tokenize_texts`)."""
   state = experiment.runner.to_checkpoint(state)
-  variables = {'params': state.params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
   outputs = jax.jit(lambda v, b: experiment.model.apply(v, b, train=False))(
-      variables, batch)
+      model_variables(state.params, state.batch_stats),
+      tokenize_texts(experiment, texts))
   return np.asarray(jax.device_get(outputs['text']))
 
 

@@ -8,6 +8,7 @@ import ml_collections
 
 from mmjax.errors import ConfigError
 from mmjax.models import layers
+from mmjax.models import gan  # noqa: F401  (registers 'gan')
 from mmjax.models import seq2seq  # noqa: F401  (registers 'seq2seq')
 from mmjax.models import two_tower  # noqa: F401  (registers 'two_tower')
 from mmjax.models.encoders import encode_modalities
@@ -25,7 +26,8 @@ class MultimodalModel(nn.Module):
   steps of a variable-length input) and optional `m + '_present'` [B] (0 marks
   the modality as missing for that example, e.g. for robustness evaluation).
   A modality whose key is absent from the batch is missing for every example.
-  Returns logits [B, num_outputs] (float32).
+  Returns logits [B, num_outputs] (float32); the pooled features the head
+  reads, [B, dim], are sown as intermediates/features.
 
   Modality dropout: when training, each modality of each example is marked
   missing with probability `modality_dropout` (drawn from the 'dropout' RNG),
@@ -54,6 +56,9 @@ class MultimodalModel(nn.Module):
     tokens, masks = encode_modalities(
         self, batch, train=train, modality_dropout=self.modality_dropout)
     fused = fusion_base.build(self, self.fusion)(tokens, masks, train=train)
+    # The features the head reads, e.g. for a Fréchet distance between
+    # image sets in this classifier's feature space (mmjax/evaluators/gan.py).
+    self.sow('intermediates', 'features', fused.pooled)
     pooled = nn.Dropout(self.head_dropout, deterministic=not train)(
         fused.pooled)
     logits = layers.dense(self.num_outputs, 'embed', 'classes', self.dtype,

@@ -214,7 +214,7 @@ def _encoder_fields(modality: str, cfg: Mapping[str, Any]) -> Dict[str, Any]:
 def pretrained_towers(config: ml_collections.ConfigDict) -> List[str]:
   """The modalities whose encoder config names a `pretrained` checkpoint."""
   return [m for m in config.model.modalities
-          if config.model.encoders[m].get('pretrained')]
+          if config.model.encoders.get(m, {}).get('pretrained')]
 
 
 def check_pretrained_config(config: ml_collections.ConfigDict) -> None:

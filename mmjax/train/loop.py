@@ -19,6 +19,9 @@ from mmjax.train.warm_start import warm_start
 from mmjax.train.writers import MetricWriter
 
 SUMMARY_FILE = 'summary.json'
+# Key of an evaluator's results holding {tag: uint8 image [H, W, C]}, which
+# go to TensorBoard (e.g. the 'gan' evaluator's sample grid).
+IMAGES = 'images'
 # {"step": N}: the evaluation of step N was interrupted by a preemption, and
 # its checkpoint is the one a resumed run starts from; it re-runs it first.
 EVAL_PENDING_FILE = 'eval_pending.json'
@@ -56,7 +59,8 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
 
   `evaluators`: (name, every_steps, evaluator) run after the task's own
   evaluation every `every_steps` steps (0: only after the last), their
-  results' numbers written under `name` (see `mmjax.evaluators`).
+  results' numbers written under `name` (see `mmjax.evaluators`), and the
+  images under their `IMAGES` key to TensorBoard.
   """
   config, runner = experiment.config, experiment.runner
   lead = jax.process_index() == 0
@@ -162,7 +166,9 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
     for name, evaluator in due:
       jax.block_until_ready(state)
       eval_start = time.time()
-      writer.write(step, name, _numbers(evaluator.run(state, step)))
+      results = evaluator.run(state, step)
+      writer.write(step, name, _numbers(results))
+      writer.write_images(step, name, results.get(IMAGES, {}))
       eval_seconds += time.time() - eval_start
     if scheduled or stop:
       save(step, eval_metrics if is_eval else None)

@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmjax import sharding as sharding_lib
+from mmjax.train import adversarial
 from mmjax.train import steps
 
 HostBatch = Mapping[str, np.ndarray]
@@ -54,15 +55,22 @@ class _Runner:
                       for k, v in example_batch.items()}
     self._init_fn = functools.partial(steps.init_state, model, tx,
                                       example_batch)
-    # A loss over the whole global batch (contrastive) needs its own step.
-    train_step = (steps.coupled_train_step
-                  if getattr(task, 'couples_examples', False)
-                  else steps.train_step)
+    # A loss over the whole global batch (contrastive) needs its own step,
+    # and so do the generator and discriminator updates of a GAN.
+    if getattr(task, 'adversarial', False):
+      train_step = functools.partial(
+          adversarial.adversarial_train_step,
+          discriminator_steps=task.discriminator_steps,
+          ema_decay=task.ema_decay)
+    else:
+      train_step = functools.partial(
+          steps.coupled_train_step
+          if getattr(task, 'couples_examples', False) else steps.train_step,
+          accumulation_steps=accumulation_steps)
     self._examples_fn = getattr(task, 'eval_examples', None)
     self._train_fn = functools.partial(
         train_step, model=model, tx=tx, loss_fn=task.loss,
-        schedule=schedule, rng=dropout_rng, axis_name=axis_name,
-        accumulation_steps=accumulation_steps)
+        schedule=schedule, rng=dropout_rng, axis_name=axis_name)
     self._eval_fn = functools.partial(
         steps.eval_step, model=model, stats_fn=task.eval_stats,
         examples_fn=self._examples_fn, axis_name=axis_name)

@@ -70,7 +70,8 @@ def init_state(model: nn.Module, tx: Optimizers, example_batch: Batch,
                     nonfinite=NonFiniteCounts.zeros())
 
 
-def _variables(params: Any, batch_stats: Any) -> Mapping[str, Any]:
+def model_variables(params: Any, batch_stats: Any) -> Mapping[str, Any]:
+  """The variables `model.apply` takes: params, and batch statistics if any."""
   if batch_stats:
     return {'params': params, 'batch_stats': batch_stats}
   return {'params': params}
@@ -91,8 +92,8 @@ def split_microbatches(batch: Batch, num: int) -> Batch:
   return jax.tree.map(split, batch)
 
 
-def _step_rng(rng: jax.Array, state: TrainState,
-              axis_name: Optional[str]) -> jax.Array:
+def fold_step(rng: jax.Array, state: TrainState,
+             axis_name: Optional[str]) -> jax.Array:
   """`rng` folded with the step and, under pmap, the device index."""
   step_rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
@@ -133,11 +134,11 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
         rng=rng, axis_name=axis_name, accumulation_steps=accumulation_steps,
         group=group) for group, group_tx in tx.items()]
     return jax.lax.switch(state.step % len(updates), updates, state, batch)
-  step_rng = _step_rng(rng, state, axis_name)
+  step_rng = fold_step(rng, state, axis_name)
 
   def compute_loss(params, batch_stats, batch, dropout_rng):
     outputs, updates = model.apply(
-        _variables(params, batch_stats), batch, train=True,
+        model_variables(params, batch_stats), batch, train=True,
         rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
     loss, metrics = loss_fn(outputs, batch)
     return loss, (metrics, updates.get('batch_stats', {}))
@@ -253,12 +254,12 @@ def coupled_train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   Activation memory is one micro-batch's, at the cost of a second forward
   pass. Each micro-batch uses the same dropout key in both passes.
   """
-  step_rng = _step_rng(rng, state, axis_name)
+  step_rng = fold_step(rng, state, axis_name)
   loss_batch = {k: batch[k] for k in ('_mask',) if k in batch}
 
   def embed(params, batch_stats, micro_batch, index):
     outputs, updates = model.apply(
-        _variables(params, batch_stats), micro_batch, train=True,
+        model_variables(params, batch_stats), micro_batch, train=True,
         rngs={'dropout': jax.random.fold_in(step_rng, index)},
         mutable=['batch_stats'])
     return outputs, updates.get('batch_stats', {})
@@ -324,8 +325,8 @@ def eval_step(state: TrainState, batch: Batch, totals: Metrics, *,
   batch's per-example values, with its `_mask` [B] added), for the runner
   to gather; without, returns totals.
   """
-  outputs = model.apply(_variables(state.params, state.batch_stats), batch,
-                        train=False)
+  outputs = model.apply(model_variables(state.params, state.batch_stats),
+                        batch, train=False)
   stats = stats_fn(outputs, batch)
   if axis_name is not None:
     stats = jax.lax.psum(stats, axis_name)
@@ -344,7 +345,7 @@ def zero_totals(model: nn.Module, stats_fn: Callable, state: TrainState,
   """Zeros shaped like `stats_fn`'s output: the start of an eval sum."""
   stats = jax.eval_shape(
       lambda s, b: stats_fn(
-          model.apply(_variables(s.params, s.batch_stats), b, train=False),
-          b),
+          model.apply(model_variables(s.params, s.batch_stats), b,
+                      train=False), b),
       state, batch)
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)

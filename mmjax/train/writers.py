@@ -32,7 +32,7 @@ TENSORBOARD_PREDICTIONS = 8
 
 class MetricWriter:
   """Writes scalar metrics, keyed by step and prefixed by split ('train',
-  'eval'), and generated-text predictions."""
+  'eval'), generated-text predictions and images."""
 
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
@@ -75,6 +75,21 @@ class MetricWriter:
     self._tb.write_event(event_pb2.Event(
         wall_time=time.time(), step=step,
         summary=tb_summary.text(f'{split}/predictions', table)))
+    self._tb.flush()
+
+  def write_images(self, step: int, split: str,
+                   images: Mapping[str, np.ndarray]) -> None:
+    """Writes uint8 images [H, W, C] to TensorBoard as '<split>/<tag>'."""
+    if not self._active or not images:
+      return
+    for tag, image in images.items():
+      # tensorboardX scales uint8 by 1/255 before encoding; floats in [0, 1]
+      # come out as the same bytes.
+      self._tb.write_event(event_pb2.Event(
+          wall_time=time.time(), step=step,
+          summary=tb_summary.image(f'{split}/{tag}',
+                                   np.asarray(image, np.float32) / 255.,
+                                   dataformats='HWC')))
     self._tb.flush()
 
   def close(self) -> None:

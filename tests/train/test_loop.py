@@ -178,7 +178,7 @@ def test_unknown_evaluator_is_named_before_training(make_config, tmp_path):
   from mmjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   config = make_config()
   config.evals = {'x': dict(type='bleu')}
-  with pytest.raises(ConfigError, match=r'evals\.x\.type.*embedding, '
+  with pytest.raises(ConfigError, match=r'evals\.x\.type.*embedding, gan, '
                      r'robustness, task, zero_shot'):
     train_and_evaluate(config, str(tmp_path), progress=False)
   assert not os.path.exists(os.path.join(tmp_path, 'checkpoints'))
