@@ -142,7 +142,7 @@ class Generator(nn.Module):
 
   The noise z [B, noise_dim] is given, or drawn by `sample_noise`: N(0, I)
   from the 'noise' RNG stream, or from a fixed key when there is none.
-  Dense(z) makes a 4 x 4 x 4*width map; each block doubles the size and
+  Dense(concat(z, sentence embedding)) makes a 4 x 4 x 4*width map; each block doubles the size and
   halves the channels (at least `width`), FiLM-conditioned on
   concat(z, sentence embedding). `size` and `channels` are the images'.
   """
@@ -171,9 +171,12 @@ class Generator(nn.Module):
     cond = jnp.concatenate([z.astype(self.dtype),
                             embedding.astype(self.dtype)], axis=-1)
     features = 4 * self.width
+    # The caption enters at the input as well as through every block's FiLM,
+    # as in text-to-image GANs since Reed et al. (2016): through FiLM alone,
+    # the first digits run picked up the conditioning only slowly.
     x = layers.dense(BASE_SIZE * BASE_SIZE * features, None, 'channels',
-                     self.dtype, name='noise_proj',
-                     param_dtype=self.param_dtype)(z.astype(self.dtype))
+                     self.dtype, name='input_proj',
+                     param_dtype=self.param_dtype)(cond)
     x = x.reshape(-1, BASE_SIZE, BASE_SIZE, features)
     for i in range(int(math.log2(self.size // BASE_SIZE))):
       features = max(features // 2, self.width)
@@ -285,7 +288,7 @@ class GAN(nn.Module):
 
   @nn.compact
   def _forward(self, batch: Batch, *, train: bool, discriminate: bool,
-               ema: bool) -> Dict[str, jax.Array]:
+               ema: bool, fakes_only: bool = False) -> Dict[str, jax.Array]:
     text, text_mask = batch['text'], batch.get('text_mask')
     if 'image' in batch:
       size, channels = check_image_shape(batch['image'].shape)
@@ -318,9 +321,13 @@ class GAN(nn.Module):
       return outputs
 
     images = batch['image'].astype(jnp.float32)
+    names = ['real_logits', 'fake_logits']
     parts = [images, outputs['fake_images']]
     texts, masks = [text, text], [text_mask, text_mask]
-    if self.matching_aware:
+    if fakes_only:
+      names, parts, texts, masks = names[1:], parts[1:], texts[1:], masks[1:]
+    elif self.matching_aware:
+      names.append('mismatch_logits')
       # Real images with the captions of the next row: a real-looking image
       # that does not match its caption is a fake too.
       parts.append(images)
@@ -333,14 +340,17 @@ class GAN(nn.Module):
                            name='discriminator')(
         jnp.concatenate(parts), jnp.concatenate(texts),
         None if text_mask is None else jnp.concatenate(masks), train=train)
-    names = ['real_logits', 'fake_logits', 'mismatch_logits'][:len(parts)]
     outputs.update(zip(names, jnp.split(logits, len(parts))))
     return outputs
 
-  def __call__(self, batch: Batch, *, train: bool) -> Dict[str, jax.Array]:
-    """See the class docstring; `train` False: fakes from the EMA."""
+  def __call__(self, batch: Batch, *, train: bool,
+               group: Optional[str] = None) -> Dict[str, jax.Array]:
+    """See the class docstring; `train` False: fakes from the EMA. `group`:
+    the parameter group a train update changes (`mmjax.train.adversarial`);
+    for 'generator' the discriminator scores the generated images only, all
+    the generator's loss reads ('fake_images' and 'fake_logits')."""
     return self._forward(batch, train=train, discriminate=True,
-                         ema=not train)
+                         ema=not train, fakes_only=group == 'generator')
 
   def generate(self, text: jax.Array, text_mask: Optional[jax.Array] = None,
                *, ema: bool = True) -> jax.Array:

@@ -102,26 +102,26 @@ class GAN:
     self.discriminator_steps, self.ema_decay = _check_config(cfg)
 
   def _losses(self, outputs, batch) -> Dict[str, jax.Array]:
-    weights = base.example_weights(batch, outputs['real_logits'].shape[0])
-    return {
-        'discriminator_loss': hinge_discriminator_loss(
-            outputs['real_logits'], _fake_logits(outputs), weights),
-        'generator_loss': hinge_generator_loss(outputs['fake_logits'],
-                                               weights),
-    }
+    weights = base.example_weights(batch, outputs['fake_logits'].shape[0])
+    losses = {'generator_loss': hinge_generator_loss(outputs['fake_logits'],
+                                                     weights)}
+    if 'real_logits' in outputs:  # Not scored for a generator update.
+      losses['discriminator_loss'] = hinge_discriminator_loss(
+          outputs['real_logits'], _fake_logits(outputs), weights)
+    return losses
 
   def loss(self, outputs, batch, group: str
            ) -> Tuple[jax.Array, base.Metrics]:
     """The loss of parameter group `group` ('discriminator' or
-    'generator'), and both groups' metrics."""
+    'generator'), and the metrics of the outputs there are: the losses and
+    the mean logits of real ('real_score') and generated ('fake_score')
+    images."""
     losses = self._losses(outputs, batch)
-    weights = base.example_weights(batch, outputs['real_logits'].shape[0])
-    metrics = {**losses,
-               'real_score': base.weighted_mean(outputs['real_logits'],
-                                                weights),
-               'fake_score': base.weighted_mean(outputs['fake_logits'],
-                                                weights)}
-    return losses[f'{group}_loss'], metrics
+    weights = base.example_weights(batch, outputs['fake_logits'].shape[0])
+    scores = {f'{kind}_score': base.weighted_mean(outputs[f'{kind}_logits'],
+                                                  weights)
+              for kind in ('real', 'fake') if f'{kind}_logits' in outputs}
+    return losses[f'{group}_loss'], {**losses, **scores}
 
   def eval_stats(self, outputs, batch) -> base.Metrics:
     weights = base.example_weights(batch, outputs['real_logits'].shape[0])

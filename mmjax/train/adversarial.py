@@ -8,7 +8,8 @@ moves the exponential moving average of the generator:
   generator_ema <- ema_decay * generator_ema + (1 - ema_decay) * generator
 
 `generator_ema` is a top-level parameter subtree no optimizer owns; the model
-generates with it at evaluation. Each update differentiates its group's loss
+generates with it at evaluation. The model is applied with `group=` the group
+being updated, so it may skip what that group's loss does not read. Each update differentiates its group's loss
 `loss_fn(outputs, batch, group=...)` with respect to that group's parameters
 only, so a discriminator update leaves the generator bitwise unchanged and
 vice versa. Every update applies the model once on the whole batch with its
@@ -42,7 +43,7 @@ def _update(params, batch_stats, opt_state, batch, group: str, rng, *, model,
   def group_loss(group_params):
     outputs, updates = model.apply(
         model_variables({**params, group: group_params}, batch_stats), batch,
-        train=True, mutable=['batch_stats'],
+        train=True, mutable=['batch_stats'], group=group,
         rngs={'dropout': rng, 'noise': jax.random.fold_in(rng, 1)})
     loss, metrics = loss_fn(outputs, batch, group=group)
     return loss, (metrics, updates.get('batch_stats', {}))
