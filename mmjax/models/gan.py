@@ -18,6 +18,7 @@ Parameters: three top-level subtrees, 'generator', 'discriminator' and
 The discriminator's spectral-norm power-iteration state (`u`, `sigma`) lives
 in the 'batch_stats' collection, which the train step threads as mutable.
 """
+import dataclasses
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -90,6 +91,26 @@ def check_image_shape(shape: Sequence[int]) -> Tuple[int, int]:
   return height, channels
 
 
+class CaptionModule(nn.Module):
+  """The fields of a module that owns a text encoder (`model_encoder`) and
+  embeds captions into `dim` (`_encode_text`): the generator, the
+  discriminator and the GAN that builds both with its own values."""
+  encoders: Mapping[str, ml_collections.ConfigDict]
+  dim: int = DEFAULTS['dim']
+  vocab_size: Optional[int] = None
+  sample_rate: Optional[int] = None
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
+
+  def caption_fields(self) -> Dict[str, Any]:
+    """This module's values of CaptionModule's fields."""
+    return {f.name: getattr(self, f.name)
+            for f in dataclasses.fields(CaptionModule)
+            if f.name not in ('parent', 'name')}
+
+
 def _encode_text(module: nn.Module, text: jax.Array,
                  text_mask: Optional[jax.Array], train: bool) -> jax.Array:
   """Sentence embeddings [B, dim] of token ids [B, T]: `module`'s text
@@ -137,27 +158,20 @@ class GeneratorBlock(nn.Module):
     return nn.relu(x * (1 + gamma) + beta)
 
 
-class Generator(nn.Module):
+class Generator(CaptionModule):
   """Text and noise -> images [B, size, size, channels] in [-1, 1] (float32).
 
   The noise z [B, noise_dim] is given, or drawn by `sample_noise`: N(0, I)
   from the 'noise' RNG stream, or from a fixed key when there is none.
-  Dense(concat(z, sentence embedding)) makes a 4 x 4 x 4*width map; each block doubles the size and
-  halves the channels (at least `width`), FiLM-conditioned on
-  concat(z, sentence embedding). `size` and `channels` are the images'.
+  Dense(cond) makes a 4 x 4 x 4*width map, cond = concat(z, sentence
+  embedding); each block doubles the size and halves the channels (at least
+  `width`), FiLM-conditioned on cond. `size` and `channels` are the images'.
   """
-  encoders: Mapping[str, ml_collections.ConfigDict]
+  _: dataclasses.KW_ONLY
   size: int
   channels: int
   noise_dim: int = 64
   width: int = 64
-  dim: int = 64
-  vocab_size: Optional[int] = None
-  sample_rate: Optional[int] = None
-  bn_axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  block_options: layers.BlockOptions = layers.BlockOptions()
 
   @nn.compact
   def __call__(self, text: jax.Array, text_mask: Optional[jax.Array] = None,
@@ -187,7 +201,7 @@ class Generator(nn.Module):
     return jnp.tanh(x.astype(jnp.float32))
 
 
-class Discriminator(nn.Module):
+class Discriminator(CaptionModule):
   """Images [N, H, W, C] and captions -> logits [N] (float32), a projection
   discriminator: SN-Dense(1)(h) + <h, SN-Dense(F)(e)> for image features h
   [N, F] and sentence embedding e [N, dim].
@@ -195,15 +209,7 @@ class Discriminator(nn.Module):
   Every convolution and the two output layers are spectrally normalised
   (`update_stats`: advance the power iteration in 'batch_stats').
   """
-  encoders: Mapping[str, ml_collections.ConfigDict]
   width: int = 64
-  dim: int = 64
-  vocab_size: Optional[int] = None
-  sample_rate: Optional[int] = None
-  bn_axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  block_options: layers.BlockOptions = layers.BlockOptions()
 
   @nn.compact
   def __call__(self, images: jax.Array, text: jax.Array,
@@ -240,7 +246,7 @@ class Discriminator(nn.Module):
 
 
 @MODELS.register('gan')
-class GAN(nn.Module):
+class GAN(CaptionModule):
   """Generator, discriminator and the generator's EMA (see module docstring).
 
   `__call__(batch, train=...)` takes `batch['image']` float [B, H, W, C] in
@@ -252,28 +258,14 @@ class GAN(nn.Module):
   """
   # Images are generated and judged, never encoded by an image tower.
   encoded_modalities = ('text',)
-  encoders: Mapping[str, ml_collections.ConfigDict]
   noise_dim: int = DEFAULTS['noise_dim']
   gen_width: int = DEFAULTS['gen_width']
   disc_width: int = DEFAULTS['disc_width']
-  dim: int = DEFAULTS['dim']
   matching_aware: bool = DEFAULTS['matching_aware']
-  vocab_size: Optional[int] = None
-  sample_rate: Optional[int] = None
-  bn_axis_name: Optional[str] = None
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  block_options: layers.BlockOptions = layers.BlockOptions()
-
-  def _tower_fields(self) -> Dict[str, Any]:
-    return dict(encoders=self.encoders, dim=self.dim,
-                vocab_size=self.vocab_size, sample_rate=self.sample_rate,
-                bn_axis_name=self.bn_axis_name, dtype=self.dtype,
-                param_dtype=self.param_dtype, block_options=self.block_options)
 
   def _generator(self, size: int, channels: int, **kwargs) -> Generator:
     return Generator(size=size, channels=channels, noise_dim=self.noise_dim,
-                     width=self.gen_width, **self._tower_fields(), **kwargs)
+                     width=self.gen_width, **self.caption_fields(), **kwargs)
 
   def _ema_image_shape(self) -> Tuple[int, int]:
     """(size, channels) the generator was initialised for, read from the
@@ -336,7 +328,7 @@ class GAN(nn.Module):
                    jnp.roll(text_mask, 1, axis=0))
     # One call on the concatenation, so that the spectral-norm power
     # iteration advances once per apply, not once per part.
-    logits = Discriminator(width=self.disc_width, **self._tower_fields(),
+    logits = Discriminator(width=self.disc_width, **self.caption_fields(),
                            name='discriminator')(
         jnp.concatenate(parts), jnp.concatenate(texts),
         None if text_mask is None else jnp.concatenate(masks), train=train)
