@@ -1,6 +1,7 @@
 """Text-to-image GAN (mmjax/models/gan.py, mmjax/tasks/gan.py) on
 scikit-learn's real handwritten digits, each image conditioned on its digit's
-word ('digits' builder config 'clean'; the 8x8 images upscaled).
+word ('digits' builder config 'clean'; the 8x8 images upscaled), or on
+single-object 'scenes' ('single': 32x32, "a red circle").
 
   python experiments/train.py --config=configs/gan.py:classifier \
       --workdir=runs/digits_classifier
@@ -14,41 +15,78 @@ evaluator (mmjax/evaluators/gan.py) judges generated images with; the second
 trains the GAN and evaluates it with that classifier (conditional accuracy,
 Fréchet distance in its features, a sample grid per evaluation).
 
+On scenes the judge is a retrieval model of the same images and captions
+(R-precision); colour and shape are read from the pixels:
+
+  python experiments/train.py --config=configs/gan.py:data=scenes,retrieval \
+      --workdir=runs/scenes_retrieval
+  python experiments/train.py \
+      --config=configs/gan.py:data=scenes,judge=runs/scenes_retrieval \
+      --workdir=runs/gan_scenes
+
 Variant string (after the colon): comma-separated key=value pairs, or
-`classifier`.
-  classifier     the image-only classifier of the same images
-  judge=WORKDIR  that classifier's run: adds the 'gan' evaluator
-  size=16|32     image size (default 16)
+`classifier` / `retrieval`.
+  data=digits|scenes   the images (default digits)
+  classifier     digits: the image-only classifier of the same images
+  retrieval      scenes: the image-caption two-tower model of the same
+                 images and captions
+  judge=WORKDIR  that run: adds the 'gan' evaluator
+  size=16|32     digits: image size (default 16); scenes are 32
   text=NAME      the caption encoder of generator and discriminator
-                 (default embedding_bag over the word's UTF-8 bytes)
+                 (default embedding_bag over the digit word's UTF-8 bytes,
+                 or over the scene caption's words)
 """
 from configs import default
+from configs import retrieval
 
-KEYS = ('size', 'text', 'classifier', 'judge')
+KEYS = ('data', 'size', 'text', 'classifier', 'retrieval', 'judge')
+FLAGS = ('classifier', 'retrieval')  # Variant keys given without a value.
 IMAGE_SIZES = ('16', '32')
+# The judge run each dataset's evaluator takes (`judge=`).
+JUDGES = {'digits': 'classifier', 'scenes': 'retrieval'}
 
 
-def _pp(size):
+def _pp(data, size):
+  if data == 'scenes':  # Native 32x32; the captions' word vocabulary.
+    return dict(image=default.PP['image'], text=default.PP['text'])
   return dict(image=f'resize({size})|value_range(-1, 1)',
               text="class_text|tokenize(8, tokenizer='byte')")
 
 
+def _dataset(c, data):
+  if data == 'scenes':
+    c.dataset.builder_config = 'single'
+    c.dataset.features.update(text='caption', label='object')
+  else:
+    c.dataset.name, c.dataset.builder_config = 'digits', 'clean'
+
+
 def get_config(arg=None):
   variant = default.parse_variant(
-      ','.join(a if a != 'classifier' else 'classifier=1'
+      ','.join(f'{a}=1' if a in FLAGS else a
                for a in (arg or '').split(',')), KEYS)
-  size = variant.get('size', '16')
-  if size not in IMAGE_SIZES:
+  data = variant.get('data', 'digits')
+  if data not in JUDGES:
+    raise ValueError(f'config variant data={data!r}: expected one of '
+                     f'{", ".join(JUDGES)}')
+  size = variant.get('size', '32' if data == 'scenes' else '16')
+  if size not in IMAGE_SIZES or (data == 'scenes' and size != '32'):
     raise ValueError(f'config variant size={size!r}: expected one of '
-                     f'{", ".join(IMAGE_SIZES)}')
+                     f'{", ".join(IMAGE_SIZES)} (scenes: 32)')
+  for judge in FLAGS:
+    if judge in variant and JUDGES[data] != judge:
+      raise ValueError(f'config variant {judge}: data={data} is judged by '
+                       f'a {JUDGES[data]} run')
   if 'classifier' in variant:
     c = default.get_config('modalities=image,label=label,fusion=concat')
+  elif 'retrieval' in variant:
+    c = retrieval.get_config()
   else:
     c = default.get_config('modalities=image+text,label=label')
-  c.dataset.name, c.dataset.builder_config = 'digits', 'clean'
-  default.set_preprocessing(c, _pp(size))
+  _dataset(c, data)
+  default.set_preprocessing(c, _pp(data, size))
   c.input.eval_batch_size = 128
-  if 'classifier' in variant:
+  if 'classifier' in variant or 'retrieval' in variant:
     c.num_train_steps = 1000
     c.eval_every_steps = c.checkpoint_every_steps = 500
     return c
@@ -81,6 +119,9 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.eval_every_steps = c.checkpoint_every_steps = 500
   if 'judge' in variant:
-    c.evals = dict(gan=dict(type='gan', classifier=variant['judge'],
-                            samples_per_class=8, every_steps=500))
+    judge = dict(type='gan', samples_per_class=8, every_steps=500)
+    judge[JUDGES[data]] = variant['judge']
+    if data == 'scenes':
+      judge['pixels'] = 'scenes'
+    c.evals = dict(gan=judge)
   return c

@@ -79,6 +79,49 @@ def test_sample_script_draws_a_row_per_text(gan_run, tmp_path):
   assert not np.array_equal(*rows)
 
 
+@pytest.fixture(scope='module')
+def scenes_retrieval(data_dir, tmp_path_factory):
+  """An image-caption two-tower model of the tiny single-object scenes, with
+  the scenes GAN's preprocessing."""
+  workdir = str(tmp_path_factory.mktemp('retrieval'))
+  train_and_evaluate(set_fields(
+      gan_tiny.get_config(data_dir, 'data=scenes,retrieval'),
+      num_train_steps=2), workdir, progress=False)
+  return workdir
+
+
+def test_scenes_judges_read_pixels_and_rank_captions(data_dir,
+                                                    scenes_retrieval,
+                                                    tmp_path):
+  workdir = str(tmp_path / 'gan')
+  train_and_evaluate(set_fields(
+      gan_tiny.get_config(data_dir, f'data=scenes,judge={scenes_retrieval}'),
+      num_train_steps=2, evals__gan__every_steps=0,
+      evals__gan__samples_per_class=1), workdir, progress=False)
+  results, = [r for r in read_metrics(workdir) if r['split'] == 'gan']
+  # The pixel reader reads every real single object right (the ceiling).
+  assert results['real_colour_accuracy'] == 1.0
+  assert results['real_shape_accuracy'] == 1.0
+  for score in ('colour_accuracy', 'shape_accuracy', 'r_precision'):
+    for prefix in ('conditional', 'shuffled', 'real'):
+      assert 0 <= results[f'{prefix}_{score}'] <= 1
+  # Fréchet distance in the retrieval model's image embeddings.
+  assert results['fid_ratio'] == pytest.approx(
+      results['fid'] / results['fid_untrained'])
+  # A row per object class of the tiny test split, 1 sample each.
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples',
+                                            'step_2.png')))
+  assert grid.shape[1] == 32 + 2 and grid.shape[0] > 10 * 33
+
+
+def test_a_retrieval_judge_must_be_a_two_tower_run(data_dir, classifier,
+                                                   tmp_path):
+  config = set_fields(gan_tiny.get_config(
+      data_dir, f'data=scenes,judge={classifier}'), num_train_steps=1)
+  with pytest.raises(ConfigError, match='evals.gan.retrieval.*two_tower'):
+    train_and_evaluate(config, str(tmp_path / 'run'), progress=False)
+
+
 def test_a_judge_that_is_not_an_image_classifier_is_refused(data_dir,
                                                             gan_run, tmp_path):
   config = set_fields(gan_tiny.get_config(data_dir), num_train_steps=1)

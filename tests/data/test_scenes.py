@@ -70,36 +70,9 @@ def test_splits_shapes_and_dtypes(examples):
 
 
 def _objects(image):
-  """(colour, shape, centre (row, column)) of each object, from pixels only.
-
-  The centre is that of the object's bounding box in pixels, which is within
-  a pixel of the drawn centre (rasterisation can drop a triangle's apex row).
-
-  An object is a connected region of pixels far from the background (the
-  median border colour); its colour is the nominal colour nearest to its mean.
-  A square fills its bounding box; a triangle (apex up) has about a fifth as
-  many pixels in the top third of its box as in the bottom third, a circle as
-  many.
-  """
-  image = image.astype(np.float32)
-  border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-  # Colours differ from the grey background by >= 150 in some channel; pixel
-  # noise (std <= 15 in 'tiny') stays far below 75.
-  foreground = np.abs(image - np.median(border, 0)).max(-1) > 75
-  regions, count = ndimage.label(foreground)
-  out = []
-  for i, box in enumerate(ndimage.find_objects(regions)):
-    region = regions[box] == i + 1
-    colour = np.linalg.norm(
-        scenes.COLOUR_RGB - image[box][region].mean(0), axis=-1).argmin()
-    third = len(region) // 3
-    top = region[:third].sum() / region[-third:].sum()
-    shape = 'square' if region.mean() > 0.95 else (
-        'triangle' if top < 0.5 else 'circle')
-    centre = [(d.start + d.stop - 1) / 2 for d in box]  # Of the bounding box.
-    out.append((scenes.COLOURS[colour], shape, np.array(centre)))
-  assert count == len(out)
-  return out
+  """`scenes.read_objects` with colour and shape names."""
+  return [(scenes.COLOURS[c], scenes.SHAPES[s], centre)
+          for c, s, centre in scenes.read_objects(image)]
 
 
 def _phrases(caption):
@@ -153,6 +126,24 @@ def test_claims_and_labels(examples, split):
   np.testing.assert_array_equal(
       ex['label'], 2 * np.array(ex['text_matches']) +
       np.array(ex['audio_matches']))
+
+
+@pytest.mark.parametrize('split', SPLITS)
+def test_object_is_the_first_named(examples, split):
+  ex = examples[split]
+  for caption, label in zip(ex['caption'], ex['object']):
+    assert scenes.OBJECT_NAMES[label] == ' '.join(_phrases(caption)[0])
+
+
+def test_single_has_one_object_of_every_kind():
+  ex = scenes.generate('test', range(200), image_noise=0.06,
+                       audio_noise=0.03, max_objects=1)
+  assert set(ex['num_objects']) == {0}
+  assert set(ex['object']) == set(range(len(scenes.OBJECT_NAMES)))
+  for image, label in zip(ex['image'], ex['object']):
+    (colour, shape, _), = scenes.read_objects(image)
+    assert scenes.OBJECT_NAMES[label] == (
+        f'{scenes.COLOURS[colour]} {scenes.SHAPES[shape]}')
 
 
 def test_labels_and_object_counts_are_balanced(examples):

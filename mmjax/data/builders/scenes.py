@@ -26,6 +26,12 @@ without overlap on a dark-ish or light-ish grey background:
   many objects are there", "is there a blue square", "is the circle left of
   the square" (only with two or more objects).
 - num_objects: one, two or three.
+- object: the colour and shape of the object the caption names first
+  (OBJECT_NAMES: 'red circle', ...); with config 'single' (one object per
+  scene) the class of a text-to-image model's caption.
+
+`read_objects` reads the objects back from an image's pixels alone (the
+palette is known): the check of generated images (mmjax/evaluators/gan.py).
 
 Every word of every text field is in VOCABULARY. Generated locally and stored
 as array_record, like 'triad': example i of a split is drawn from a numpy
@@ -36,6 +42,7 @@ import re
 from typing import Dict, List, Tuple
 
 import numpy as np
+from scipy import ndimage
 import tensorflow_datasets as tfds
 
 from mmjax.data.builders import generated
@@ -56,6 +63,7 @@ COLOURS = ('red', 'green', 'blue', 'yellow', 'purple', 'orange')
 COLOUR_RGB = np.array([(225, 25, 25), (30, 200, 40), (40, 70, 235),
                        (245, 235, 30), (165, 35, 205), (250, 125, 15)],
                       np.float32)
+OBJECT_NAMES = tuple(f'{c} {s}' for c in COLOURS for s in SHAPES)
 COUNT_WORDS = ('one', 'two', 'three')
 ANSWERS = COLOURS + SHAPES + COUNT_WORDS + ('no', 'yes')
 LABEL_NAMES = ('text_no_audio_no', 'text_no_audio_yes', 'text_yes_audio_no',
@@ -80,16 +88,19 @@ _MARGIN = 3.
 
 @dataclasses.dataclass(eq=False)
 class ScenesConfig(generated.NoisyConfig):
-  """Sizes and noise of one 'scenes' variant (see `generated.NoisyConfig`)."""
+  """Sizes and noise of one 'scenes' variant (see `generated.NoisyConfig`);
+  `max_objects` (1 to 3) bounds the objects per scene."""
   image_noise: float = 0.06
   audio_noise: float = 0.03
+  max_objects: int = _MAX_OBJECTS
 
 
 class Scenes(generated.GeneratedBuilder):
   """Builder of the 'scenes' dataset (see the module docstring)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': "Feature 'object'; config 'single'."}
   BUILDER_CONFIGS = [
       ScenesConfig(name='default', description='8192 train, 2048 test.'),
       # Sizes deliberately not multiples of common batch sizes.
@@ -99,6 +110,12 @@ class Scenes(generated.GeneratedBuilder):
                    train_size=65536, test_size=4096),
       ScenesConfig(name='noisy', description='default sizes, 3x the noise.',
                    image_noise=0.18, audio_noise=0.09),
+      ScenesConfig(name='single', description=(
+          'default sizes, one object per scene (text-to-image).'),
+                   max_objects=1),
+      ScenesConfig(name='single_tiny', description=(
+          "'single' at the sizes of 'tiny', for tests."),
+                   train_size=256, test_size=100, max_objects=1),
   ]
 
   def _features(self):
@@ -116,12 +133,13 @@ class Scenes(generated.GeneratedBuilder):
         'audio_matches': tfds.features.ClassLabel(names=no_yes),
         'label': tfds.features.ClassLabel(names=LABEL_NAMES),
         'num_objects': tfds.features.ClassLabel(names=COUNT_WORDS),
+        'object': tfds.features.ClassLabel(names=OBJECT_NAMES),
     }
 
   def _generate_chunk(self, split, indices):
     cfg = self.builder_config
     return generate(split, indices, image_noise=cfg.image_noise,
-                    audio_noise=cfg.audio_noise)
+                    audio_noise=cfg.audio_noise, max_objects=cfg.max_objects)
 
 
 @dataclasses.dataclass
@@ -143,9 +161,11 @@ class Scene:
     return ['a', COLOURS[self.colours[i]], SHAPES[self.shapes[i]]]
 
 
-def draw_scene(rng: np.random.Generator) -> Scene:
-  """1 to 3 objects of distinct shapes and colours, apart (`_well_placed`)."""
-  n = rng.integers(1, _MAX_OBJECTS + 1)
+def draw_scene(rng: np.random.Generator,
+               max_objects: int = _MAX_OBJECTS) -> Scene:
+  """1 to `max_objects` objects of distinct shapes and colours, apart
+  (`_well_placed`)."""
+  n = rng.integers(1, max_objects + 1)
   shapes, colours = rng.permutation(len(SHAPES))[:n], rng.permutation(
       len(COLOURS))[:n]
   # Rejection sampling: about 1 in 4 two-object and 1 in 18 three-object
@@ -288,8 +308,8 @@ def render_images(scenes: List[Scene], backgrounds: np.ndarray,
   return np.clip(np.round(images + pixel_noise), 0, 255).astype(np.uint8)
 
 
-def generate(split: str, indices, *, image_noise: float,
-             audio_noise: float) -> Dict[str, np.ndarray]:
+def generate(split: str, indices, *, image_noise: float, audio_noise: float,
+             max_objects: int = _MAX_OBJECTS) -> Dict[str, np.ndarray]:
   """Examples `indices` of `split` as feature -> array with a leading axis.
 
   `audio` is an object array of int16 waveforms of varying length.
@@ -298,7 +318,7 @@ def generate(split: str, indices, *, image_noise: float,
           for i in indices]
   rows = []
   for rng in rngs:
-    scene = draw_scene(rng)
+    scene = draw_scene(rng, max_objects)
     caption = caption_words(scene)
     # Dark-ish or light-ish grey with a slight tint.
     level = rng.uniform(*((10., 60.) if rng.random() < 0.5 else (190., 245.)))
@@ -315,7 +335,9 @@ def generate(split: str, indices, *, image_noise: float,
         text=sentence(draw_claim(rng, scene, caption)),
         transcript=sentence(draw_claim(rng, scene, caption)),
         audio_noise=rng.uniform(0., audio_noise),
-        question=sentence(question), answer=answer))
+        question=sentence(question), answer=answer,
+        # caption[1:3]: the colour and shape of the first 'a <colour> <shape>'.
+        object=OBJECT_NAMES.index(' '.join(caption[1:3]))))
   utterances = speech.synthesize_batch(
       [r['transcript'].split() for r in rows], rngs, sample_rate=SAMPLE_RATE,
       noise=[r['audio_noise'] for r in rows])
@@ -342,4 +364,43 @@ def generate(split: str, indices, *, image_noise: float,
       'audio_matches': audio_matches,
       'label': 2 * text_matches + audio_matches,
       'num_objects': np.array([len(r['scene'].shapes) - 1 for r in rows]),
+      'object': np.array(column('object')),
   }
+
+
+def read_objects(image: np.ndarray) -> List[Tuple[int, int, np.ndarray]]:
+  """(colour, shape, centre) of each object of `image`, from pixels alone.
+
+  Args:
+    image: uint8 or float [32, 32, 3] RGB in 0..255.
+
+  Returns:
+    One (COLOURS index, SHAPES index, float [2] (row, column)) per object,
+    largest object (in pixels) first. The centre is that of the object's
+    bounding box, within a pixel of the drawn centre (rasterisation can drop
+    a triangle's apex row).
+
+  An object is a connected region of pixels far from the background (the
+  median border colour); its colour is the nominal colour nearest to its
+  mean. A square fills its bounding box (a circle fills pi / 4 of it); a
+  triangle (apex up) has about a fifth as many pixels in the top third of its
+  box as in the bottom third, a circle as many.
+  """
+  image = np.asarray(image, np.float32)
+  border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+  # Colours differ from the grey background by >= 150 in some channel; the
+  # pixel noise (std <= 15 in 'default') stays far below 75.
+  foreground = np.abs(image - np.median(border, 0)).max(-1) > 75
+  regions, _ = ndimage.label(foreground)
+  out = []
+  for i, box in enumerate(ndimage.find_objects(regions)):
+    region = regions[box] == i + 1
+    colour = np.linalg.norm(COLOUR_RGB - image[box][region].mean(0),
+                            axis=-1).argmin()
+    third = max(len(region) // 3, 1)
+    top = region[:third].sum() / max(region[-third:].sum(), 1)
+    shape = ('square' if region.mean() > 0.95 else
+             'triangle' if top < 0.5 else 'circle')
+    centre = np.array([(d.start + d.stop - 1) / 2 for d in box])
+    out.append((region.sum(), int(colour), SHAPES.index(shape), centre))
+  return [o[1:] for o in sorted(out, key=lambda o: -o[0])]
