@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test clean
+.PHONY: install train test test-slurm clean
 
 install: $(STAMP)
 
@@ -26,7 +26,12 @@ train: $(STAMP)
 	@echo "Results: $(WORKDIR)/summary.json (TensorBoard: $(WORKDIR)/tensorboard)"
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS) tests
+	$(VENV)/bin/python -m pytest -q -n 2 --durations=15 -m 'not slurm' $(PYTEST_ARGS) tests
+
+# The cluster path under a local one-node SLURM (tests/slurm_cluster.py): needs
+# root and Debian's slurm-wlm and munge packages (.ci/run installs them).
+test-slurm: $(STAMP)
+	$(VENV)/bin/python -m pytest -q --durations=5 -m slurm $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -21,9 +21,11 @@ file.
 
 Each run works in <outdir>/<run name> (e.g. runs/abl/model.head_dropout=0.3,
 seed=1): a finished run is not run again and an interrupted one resumes.
-Launch with --parallel=N (subprocesses), or write the commands for a
-scheduler with --print_commands or --job_array=FILE and get the table with
---report_only (it lists unfinished runs as pending). The table is printed and
+Launch with --parallel=N (subprocesses), submit to SLURM as one job array
+with --sbatch (docs/scale.md#slurm), or write the commands for a scheduler
+with --print_commands or --job_array=FILE, and get the table with
+--report_only (it lists unfinished runs as pending, and runs whose SLURM
+array task ended without a summary as failed, with the task's job id). The table is printed and
 written to <outdir>/ablation.csv and ablation.md.
 """
 from absl import app

@@ -1,6 +1,7 @@
 """Flags that experiments/ablate.py and experiments/benchmark_fusion.py share:
 where a sweep's runs go and how they are launched (`mmjax.sweeps.launch`)."""
 import os
+import shlex
 import sys
 from typing import Any, Dict, Sequence
 
@@ -21,9 +22,17 @@ JOB_ARRAY = flags.DEFINE_string(
     'job_array', None, 'Write one command per unfinished run to this file, '
     'one a line (line i for array task i: sed -n ${SLURM_ARRAY_TASK_ID}p), '
     'and run nothing.')
+SBATCH = flags.DEFINE_bool(
+    'sbatch', False, 'Submit the unfinished runs to SLURM as one job array '
+    '(array task i trains run i; logs in <outdir>/slurm/) and return; '
+    '--report_only then tables them, naming failed tasks by job id.')
+SBATCH_ARGS = flags.DEFINE_string(
+    'sbatch_args', '', 'More sbatch options with --sbatch, e.g. '
+    '"--partition=gpu --gres=gpu:1 --time=4:00:00".')
 REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False, 'Run nothing: only the table of the runs finished '
-    'so far (e.g. while a scheduler runs the others).')
+    'so far (e.g. while a scheduler runs the others); runs whose SLURM array '
+    'task (--sbatch) ended without a summary count as failed.')
 PYTHON = flags.DEFINE_string('python', sys.executable,
                              'Interpreter of the subprocesses and commands.')
 flags.mark_flag_as_required('outdir')
@@ -39,6 +48,7 @@ def launch_kwargs() -> Dict[str, Any]:
   return dict(train_script=os.path.relpath(TRAIN_SCRIPT),
               parallel=PARALLEL.value, print_commands=PRINT_COMMANDS.value,
               job_array=JOB_ARRAY.value, report_only=REPORT_ONLY.value,
+              sbatch=SBATCH.value, sbatch_args=shlex.split(SBATCH_ARGS.value),
               python=PYTHON.value)
 
 
@@ -46,5 +56,6 @@ def exit_if_failed(failed: Sequence[str], note: str = '') -> None:
   """Exits with a message naming the runs that failed, if any."""
   if failed:
     sys.exit(f'{len(failed)} run(s) failed: {", ".join(failed)} (logs in '
-             f'their workdirs){"; " + note if note else ""}. Run the same '
-             'command again to retry them.')
+             f'their workdirs, or <outdir>/slurm/ for SLURM array tasks)'
+             f'{"; " + note if note else ""}. Run the same command again to '
+             'retry them.')

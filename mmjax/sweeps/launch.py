@@ -1,7 +1,8 @@
 """Launching a sweep's runs: one after another in this process, as parallel
-`experiments/train.py` subprocesses, or written out as shell commands for a
-scheduler (`launch` picks one)."""
+`experiments/train.py` subprocesses, submitted to SLURM as a job array, or
+written out as shell commands for a scheduler (`launch` picks one)."""
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -23,6 +24,13 @@ from mmjax.train import preemption
 from mmjax.validate import validate_config
 
 LOG_FILE = 'train.log'  # A subprocess run's stdout and stderr.
+# A sweep's SLURM submissions, in its outdir: the commands of each job array
+# and each array task's log, and the last job's id and runs.
+SLURM_DIR = 'slurm'
+SLURM_JOB_FILE = 'slurm_job.json'
+# Array task states after which the task runs no more.
+_SLURM_OVER = ('FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'PREEMPTED',
+                 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE', 'COMPLETED')
 
 
 def prepare_datasets(configs: Iterable[ml_collections.ConfigDict]) -> int:
@@ -183,9 +191,88 @@ def write_commands(runs: Sequence[Run], outdir: str, *, train_script: str,
     print(f'{len(runs) - len(todo)} finished runs left out.')
 
 
+def submit_slurm(runs: Sequence[Run], outdir: str, *, train_script: str,
+                 sbatch_args: Sequence[str] = (),
+                 python: str = sys.executable) -> Optional[str]:
+  """Submits the unfinished runs to SLURM as one job array (`sbatch`): task
+  i trains run i, logging to `<outdir>/slurm/<job>_<i>.log`. Their datasets
+  are prepared here first (`prepare_datasets`). The job id and its runs go
+  to `<outdir>/slurm_job.json`, which `slurm_statuses` reads.
+
+  Args:
+    sbatch_args: more sbatch options (partition, time, GPUs, ...).
+  Returns:
+    The job id, or None when every run is finished.
+  Raises:
+    subprocess.CalledProcessError (with sbatch's message) if sbatch fails.
+  """
+  todo = pending(runs, outdir)
+  if not todo:
+    print('Every run is finished: nothing to submit.')
+    return None
+  prepare_datasets(r.load_config() for r in todo)
+  directory = os.path.join(outdir, SLURM_DIR)
+  os.makedirs(directory, exist_ok=True)
+  commands = os.path.join(directory, f'commands_{time.time_ns()}.txt')
+  fileio.atomic_write(commands, ''.join(
+      shlex.join(command(r, outdir, train_script, python)) + '\n'
+      for r in todo))
+  job_id = subprocess.run(
+      ['sbatch', '--parsable', f'--array=1-{len(todo)}',
+       f'--job-name={os.path.basename(os.path.abspath(outdir))}',
+       f'--output={os.path.join(directory, "%A_%a.log")}', *sbatch_args,
+       '--wrap', f'eval "$(sed -n ${{SLURM_ARRAY_TASK_ID}}p '
+       f'{shlex.quote(commands)})"'],
+      capture_output=True, text=True, check=True).stdout.strip()
+  job_id = job_id.split(';')[0]  # '<id>;<cluster>' on multi-cluster setups.
+  fileio.atomic_write_json(os.path.join(outdir, SLURM_JOB_FILE), {
+      'job_id': job_id, 'runs': [r.name for r in todo],
+      'logs': os.path.join(directory, f'{job_id}_<task>.log')})
+  print(f'Submitted SLURM job array {job_id}: {len(todo)} runs, logs in '
+        f'{directory}/. When it is done, the same command with --report_only '
+        'tables them.')
+  return job_id
+
+
+def _slurm_state(task: str) -> Optional[str]:
+  """An array task's JobState from `scontrol`, or None if SLURM does not
+  know it (any more)."""
+  try:
+    text = subprocess.run(['scontrol', '-o', 'show', 'job', task],
+                          capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None
+  state = re.search(r'\bJobState=(\S+)', text)
+  return state.group(1) if state else None
+
+
+def slurm_statuses(runs: Sequence[Run], outdir: str) -> Dict[str, str]:
+  """The runs' statuses while or after the last `submit_slurm` job runs:
+  FINISHED with a summary, FAILED when its array task is over without one
+  (logged with the task's job id and log), else PENDING."""
+  statuses = {r.name: FINISHED if r.summary(outdir) else PENDING
+              for r in runs}
+  job = fileio.read_json_or_none(os.path.join(outdir, SLURM_JOB_FILE))
+  if not job:
+    return statuses
+  for i, name in enumerate(job['runs'], 1):
+    if statuses.get(name) != PENDING:
+      continue
+    task = f'{job["job_id"]}_{i}'
+    state = _slurm_state(task)
+    if state in _SLURM_OVER:  # Over, and no summary.
+      statuses[name] = FAILED
+      logging.error('%s failed: SLURM job %s ended %s without a summary. '
+                    'Its log: %s', name, task, state,
+                    job['logs'].replace('<task>', str(i)))
+  return statuses
+
+
 def launch(runs: Sequence[Run], outdir: str, *, train_script: str,
            parallel: int = 0, print_commands: bool = False,
            job_array: Optional[str] = None, report_only: bool = False,
+           sbatch: bool = False, sbatch_args: Sequence[str] = (),
            python: str = sys.executable,
            progress: bool = True) -> Optional[Dict[str, str]]:
   """Runs a sweep's unfinished runs, or writes their commands.
@@ -200,19 +287,25 @@ def launch(runs: Sequence[Run], outdir: str, *, train_script: str,
     job_array: write them to this file instead (`write_commands`). With
       print_commands, both.
     report_only: run nothing; unfinished runs are PENDING (e.g. while a
-      scheduler runs them).
+      scheduler runs them), or FAILED if their SLURM array task (the last
+      `sbatch` submission's) ended without a summary.
+    sbatch: submit the unfinished runs to SLURM as one job array
+      (`submit_slurm`, with `sbatch_args`) instead.
     python: the interpreter of the subprocesses and commands.
     progress: show each in-process run's progress bar.
   Returns:
     run name -> FINISHED, DONE, FAILED or PENDING, or None when only
-    commands were written.
+    commands were written or submitted.
   Raises:
     ValueError if a run's workdir holds another config's run.
   """
   check_workdirs(runs, outdir)
   if report_only:
-    todo = pending(runs, outdir)
-    return {r.name: PENDING if r in todo else FINISHED for r in runs}
+    return slurm_statuses(runs, outdir)
+  if sbatch:
+    submit_slurm(runs, outdir, train_script=train_script,
+                 sbatch_args=sbatch_args, python=python)
+    return None
   if print_commands or job_array:
     write_commands(runs, outdir, train_script=train_script,
                    print_commands=print_commands, job_array=job_array,
