@@ -59,7 +59,9 @@ class LocalSlurm:
     for sub in ('state', 'spool', 'log'):
       os.makedirs(self._path(sub), exist_ok=True)
     settings = dict(
-        ClusterName='mmjax', SlurmctldHost=self.host, SlurmUser='root',
+        # Loopback addresses: the host name need not resolve.
+        ClusterName='mmjax', SlurmctldHost=f'{self.host}(127.0.0.1)',
+        SlurmUser='root',
         AuthType='auth/munge', StateSaveLocation=self._path('state'),
         SlurmdSpoolDir=self._path('spool'),
         SlurmctldPidFile=self._path('slurmctld.pid'),
@@ -80,7 +82,8 @@ class LocalSlurm:
         # Finished jobs stay visible to `scontrol show job` this long (s).
         MinJobAge=3600)
     lines = [f'{k}={v}' for k, v in settings.items()] + [
-        f'NodeName={self.host} CPUs={os.cpu_count()} State=UNKNOWN',
+        f'NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} '
+        'State=UNKNOWN',
         'PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE '
         'State=UP']
     with open(self.conf, 'w') as f:
