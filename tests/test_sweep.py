@@ -277,3 +277,25 @@ def test_parallel_runs_start_with_their_dataset_prepared(tmp_path):
   statuses = launch.launch(runs, str(tmp_path / 'out'), parallel=2,
                            train_script=str(script), python=sys.executable)
   assert statuses == {r.name: sweep_runs.DONE for r in runs}
+
+
+def test_sbatch_without_slurm_names_what_to_use_instead(data_dir, tmp_path,
+                                                        monkeypatch):
+  runs = sweep_runs.make_runs(CONFIG, [{'seed': 0}], tiny(data_dir))
+  monkeypatch.setenv('PATH', str(tmp_path))  # No sbatch on it.
+  with pytest.raises(RuntimeError, match='--sbatch needs SLURM.*--parallel'):
+    launch.launch(runs, str(tmp_path / 'sweep'), train_script='train.py',
+                  sbatch=True)
+
+
+def test_sbatch_refusal_is_reported_with_its_message(data_dir, tmp_path,
+                                                     monkeypatch):
+  runs = sweep_runs.make_runs(CONFIG, [{'seed': 0}], tiny(data_dir))
+  sbatch = tmp_path / 'sbatch'
+  sbatch.write_text('#!/bin/sh\necho "invalid partition specified" >&2\n'
+                    'exit 1\n')
+  sbatch.chmod(0o755)
+  monkeypatch.setenv('PATH', f'{tmp_path}:{os.environ["PATH"]}')
+  with pytest.raises(RuntimeError, match='invalid partition specified'):
+    launch.launch(runs, str(tmp_path / 'sweep'), train_script='train.py',
+                  sbatch=True, sbatch_args=['--partition=nope'])

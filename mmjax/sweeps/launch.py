@@ -204,7 +204,7 @@ def submit_slurm(runs: Sequence[Run], outdir: str, *, train_script: str,
   Returns:
     The job id, or None when every run is finished.
   Raises:
-    subprocess.CalledProcessError (with sbatch's message) if sbatch fails.
+    RuntimeError (with sbatch's message) if sbatch is missing or fails.
   """
   todo = pending(runs, outdir)
   if not todo:
@@ -217,13 +217,20 @@ def submit_slurm(runs: Sequence[Run], outdir: str, *, train_script: str,
   fileio.atomic_write(commands, ''.join(
       shlex.join(command(r, outdir, train_script, python)) + '\n'
       for r in todo))
-  job_id = subprocess.run(
-      ['sbatch', '--parsable', f'--array=1-{len(todo)}',
-       f'--job-name={os.path.basename(os.path.abspath(outdir))}',
-       f'--output={os.path.join(directory, "%A_%a.log")}', *sbatch_args,
-       '--wrap', f'eval "$(sed -n ${{SLURM_ARRAY_TASK_ID}}p '
-       f'{shlex.quote(commands)})"'],
-      capture_output=True, text=True, check=True).stdout.strip()
+  argv = ['sbatch', '--parsable', f'--array=1-{len(todo)}',
+          f'--job-name={os.path.basename(os.path.abspath(outdir))}',
+          f'--output={os.path.join(directory, "%A_%a.log")}', *sbatch_args,
+          '--wrap', f'eval "$(sed -n ${{SLURM_ARRAY_TASK_ID}}p '
+          f'{shlex.quote(commands)})"']
+  try:
+    done = subprocess.run(argv, capture_output=True, text=True)
+  except FileNotFoundError:
+    raise RuntimeError('--sbatch needs SLURM\'s sbatch on PATH; without '
+                       'SLURM use --parallel or --job_array.') from None
+  if done.returncode:
+    raise RuntimeError(f'sbatch refused the job array ({shlex.join(argv)}): '
+                       f'{done.stderr.strip()}')
+  job_id = done.stdout.strip()
   job_id = job_id.split(';')[0]  # '<id>;<cluster>' on multi-cluster setups.
   fileio.atomic_write_json(os.path.join(outdir, SLURM_JOB_FILE), {
       'job_id': job_id, 'runs': [r.name for r in todo],
