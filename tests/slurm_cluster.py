@@ -36,6 +36,15 @@ def missing() -> Optional[str]:
   return None
 
 
+def _running(pid: int) -> bool:
+  """Whether process `pid` exists and is not a zombie."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('', 0))
@@ -115,14 +124,25 @@ class LocalSlurm:
       time.sleep(0.5)
     return self
 
-  def stop(self) -> None:
+  def stop(self, grace: float = 10) -> None:
+    """Cancels every job, then stops the daemons: SIGTERM, and SIGKILL for
+    one still running after `grace` seconds (slurmd waits for the job steps
+    it started)."""
     self.run('scancel', '--user=root', check=False)
+    pids = []
     for pid_file in reversed(self._started):
       try:
         with open(pid_file) as f:
-          os.kill(int(f.read()), signal.SIGTERM)
+          pids.append(int(f.read()))
+        os.kill(pids[-1], signal.SIGTERM)
       except (OSError, ValueError):
         pass  # Not running.
+    deadline = time.time() + grace
+    for pid in pids:
+      while _running(pid) and time.time() < deadline:
+        time.sleep(0.1)
+      if _running(pid):
+        os.kill(pid, signal.SIGKILL)
     self._started.clear()
 
   def run(self, *command: str, check: bool = True) -> str:
