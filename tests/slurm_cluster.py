@@ -18,10 +18,9 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from mmjax.sweeps.launch import SLURM_FINAL_STATES
+
 DAEMONS = ('slurmctld', 'slurmd')
-# Job states after which a job runs no more (`scontrol show job`).
-FINAL_STATES = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL',
-                'PREEMPTED', 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE')
 
 
 def missing() -> Optional[str]:
@@ -165,7 +164,7 @@ class LocalSlurm:
     deadline = time.time() + timeout
     while True:
       states = {j: self.job(j)['JobState'] for j in job_ids}
-      if all(s in FINAL_STATES for s in states.values()):
+      if all(s in SLURM_FINAL_STATES for s in states.values()):
         return states
       if time.time() > deadline:
         raise TimeoutError(f'SLURM jobs still running: {states}')

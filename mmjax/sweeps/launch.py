@@ -28,9 +28,10 @@ LOG_FILE = 'train.log'  # A subprocess run's stdout and stderr.
 # and each array task's log, and the last job's id and runs.
 SLURM_DIR = 'slurm'
 SLURM_JOB_FILE = 'slurm_job.json'
-# Array task states after which the task runs no more.
-_SLURM_OVER = ('FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'PREEMPTED',
-                 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE', 'COMPLETED')
+# SLURM job states after which a job (or array task) runs no more.
+SLURM_FINAL_STATES = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT',
+                      'NODE_FAIL', 'PREEMPTED', 'OUT_OF_MEMORY', 'BOOT_FAIL',
+                      'DEADLINE')
 
 
 def prepare_datasets(configs: Iterable[ml_collections.ConfigDict]) -> int:
@@ -172,6 +173,14 @@ def run_subprocesses(runs: Sequence[Run], outdir: str, *, parallel: int,
   return statuses
 
 
+def _command_lines(runs: Sequence[Run], outdir: str, train_script: str,
+                   python: str) -> str:
+  """`command` of each run as a shell line, each ending in a newline (line i
+  of a job array's file is array task i's command)."""
+  return ''.join(shlex.join(command(r, outdir, train_script, python)) + '\n'
+                 for r in runs)
+
+
 def write_commands(runs: Sequence[Run], outdir: str, *, train_script: str,
                    print_commands: bool, job_array: Optional[str],
                    python: str = sys.executable) -> None:
@@ -179,13 +188,13 @@ def write_commands(runs: Sequence[Run], outdir: str, *, train_script: str,
   writes them to `job_array`, one a line, for a scheduler's job array (line
   i: `sed -n ${SLURM_ARRAY_TASK_ID}p FILE` with --array=1-N)."""
   todo = pending(runs, outdir)
-  lines = [shlex.join(command(r, outdir, train_script, python)) for r in todo]
+  lines = _command_lines(todo, outdir, train_script, python)
   if print_commands:
-    print('\n'.join(lines))
+    print(lines, end='')
   if job_array:
-    fileio.atomic_write(job_array, ''.join(line + '\n' for line in lines))
-    print(f'{job_array}: {len(lines)} commands; e.g. sbatch '
-          f'--array=1-{len(lines)} --wrap \'eval "$(sed -n '
+    fileio.atomic_write(job_array, lines)
+    print(f'{job_array}: {len(todo)} commands; e.g. sbatch '
+          f'--array=1-{len(todo)} --wrap \'eval "$(sed -n '
           f'${{SLURM_ARRAY_TASK_ID}}p {job_array})"\'')
   if len(todo) < len(runs):
     print(f'{len(runs) - len(todo)} finished runs left out.')
@@ -214,9 +223,8 @@ def submit_slurm(runs: Sequence[Run], outdir: str, *, train_script: str,
   directory = os.path.join(outdir, SLURM_DIR)
   os.makedirs(directory, exist_ok=True)
   commands = os.path.join(directory, f'commands_{time.time_ns()}.txt')
-  fileio.atomic_write(commands, ''.join(
-      shlex.join(command(r, outdir, train_script, python)) + '\n'
-      for r in todo))
+  fileio.atomic_write(commands, _command_lines(todo, outdir, train_script,
+                                               python))
   argv = ['sbatch', '--parsable', f'--array=1-{len(todo)}',
           f'--job-name={os.path.basename(os.path.abspath(outdir))}',
           f'--output={os.path.join(directory, "%A_%a.log")}', *sbatch_args,
@@ -230,8 +238,8 @@ def submit_slurm(runs: Sequence[Run], outdir: str, *, train_script: str,
   if done.returncode:
     raise RuntimeError(f'sbatch refused the job array ({shlex.join(argv)}): '
                        f'{done.stderr.strip()}')
-  job_id = done.stdout.strip()
-  job_id = job_id.split(';')[0]  # '<id>;<cluster>' on multi-cluster setups.
+  # '<id>' or, on multi-cluster setups, '<id>;<cluster>'.
+  job_id = done.stdout.strip().split(';')[0]
   fileio.atomic_write_json(os.path.join(outdir, SLURM_JOB_FILE), {
       'job_id': job_id, 'runs': [r.name for r in todo],
       'logs': os.path.join(directory, f'{job_id}_<task>.log')})
@@ -268,7 +276,7 @@ def slurm_statuses(runs: Sequence[Run], outdir: str) -> Dict[str, str]:
       continue
     task = f'{job["job_id"]}_{i}'
     state = _slurm_state(task)
-    if state in _SLURM_OVER:  # Over, and no summary.
+    if state in SLURM_FINAL_STATES:  # Over, and no summary.
       statuses[name] = FAILED
       logging.error('%s failed: SLURM job %s ended %s without a summary. '
                     'Its log: %s', name, task, state,
