@@ -22,7 +22,7 @@ Variant string (after the colon): comma-separated key=value pairs.
                        ones (cross_attention, mult, mbt, early, perceiver);
                        it sets model.fusion to the method's knobs at their
                        defaults
-  image=NAME, audio=NAME, text=NAME   encoder per modality
+  image=NAME, audio=NAME, text=NAME, video=NAME   encoder per modality
   size=NAME            size variant for every encoder (tiny, small)
   modalities=a+b       modalities the model uses (default image+text)
   label=FEATURE        the dataset feature classified (default text_matches)
@@ -37,8 +37,8 @@ import ml_collections
 from mmjax.data.builders import scenes
 from mmjax.models import fusion
 
-VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'size', 'modalities',
-                'label', 'mode')
+VARIANT_KEYS = ('fusion', 'image', 'audio', 'text', 'video', 'size',
+                'modalities', 'label', 'mode')
 # Preprocessing ops (mmjax/data/ops) of each modality of 'scenes'; the config
 # joins those the model uses ('|'-separated; docs/data.md).
 PP = dict(
@@ -120,6 +120,7 @@ def get_config(arg=None):
           image=dict(name=variant.get('image', 'cnn'), size=size),
           audio=dict(name=variant.get('audio', 'cnn'), size=size),
           text=dict(name=variant.get('text', 'embedding_bag'), size=size),
+          video=dict(name=variant.get('video', 'vivit'), size=size),
       ),
       # The method's name and knobs (see its class in mmjax/models/fusion/).
       fusion=fusion.base.default_config(
@@ -210,7 +211,7 @@ def get_config(arg=None):
       # Per tower: rules tried before `rules` for the parameters of that
       # modality's encoder and projection, e.g. to keep a small tower
       # replicated: --config.parallel.tower_rules.text="(('mlp', None),)".
-      tower_rules=dict(image=(), audio=(), text=()),
+      tower_rules=dict(image=(), audio=(), text=(), video=()),
   ))
   return c
 

@@ -48,7 +48,7 @@ class Registry(Generic[T]):
     return name in self._entries
 
 
-MODALITIES = ('image', 'audio', 'text')
+MODALITIES = ('image', 'audio', 'text', 'video')
 
 # Populated by the modules that define the entries (imported by
 # `mmjax.models`, `mmjax.models.model`, `mmjax.tasks` and `mmjax.data`).

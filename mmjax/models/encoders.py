@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from mmjax.errors import ConfigError, check_fields
 from mmjax.models import audio, image, text  # noqa: F401  (registers encoders)
 from mmjax.models import bert  # noqa: F401  (registers 'bert')
+from mmjax.models import video  # noqa: F401  (registers 'vivit')
 from mmjax.models import layers
 from mmjax.registry import ENCODERS, MODALITIES, Registry
 
@@ -91,7 +92,7 @@ def build_encoder(modality: str, cfg: Mapping[str, Any], *,
   """The `modality` encoder described by `cfg` (unbound Linen module).
 
   Args:
-    modality: 'image', 'audio' or 'text'.
+    modality: 'image', 'audio', 'text' or 'video'.
     cfg: `config.model.encoders.<modality>`.
     dtype: compute dtype of the activations.
     param_dtype: dtype of the parameters.

@@ -261,6 +261,15 @@ class PatchTransformer(nn.Module):
       rows, cols = x.shape[1], x.shape[2]
       mask = jnp.repeat(layers.downsample_mask(row_mask, patch[0], rows), cols,
                         axis=1)
+    return self.encode(tokens, mask, train=train)
+
+  def encode(self, tokens: jax.Array, mask: jax.Array, *, train: bool
+             ) -> Tuple[jax.Array, jax.Array]:
+    """Embedded tokens [B, N, dim] and their mask [B, N] -> the class token
+    (with `class_token`), learned positions, `pre_norm`, dropout and the
+    transformer: tokens [B, (1 +) N, dim] and mask. Called from the compact
+    `__call__` (of this class or a subclass that embeds its input another
+    way, e.g. `mmjax.models.video`), so its parameters live in this module."""
     if self.class_token:
       cls = self.param('cls', layers.bias(('embed',)), (self.dim,),
                        self.param_dtype)

@@ -19,6 +19,7 @@ VOCAB = 11
 # Per example: full, padded, empty (all padding, e.g. a missing modality).
 TEXT_LENGTHS = (8, 5, 0)
 AUDIO_LENGTHS = (2000, 1200, 0)  # Samples: 14, 8 and 0 valid frames.
+VIDEO_LENGTHS = (8, 5, 0)  # Frames.
 
 
 def make_inputs(modality, corrupt_padding=False):
@@ -26,6 +27,11 @@ def make_inputs(modality, corrupt_padding=False):
   rng = np.random.default_rng(1 if corrupt_padding else 0)
   if modality == 'image':
     return np.random.default_rng(0).normal(size=(3, 16, 16, 3)), None
+  if modality == 'video':
+    mask = np.arange(8)[None, :] < np.array(VIDEO_LENGTHS)[:, None]
+    clip = np.random.default_rng(0).normal(size=(3, 8, 16, 16, 1))
+    junk = rng.normal(size=clip.shape) * 50 if corrupt_padding else 0
+    return np.where(mask[..., None, None, None], clip, junk), mask
   if modality == 'text':
     mask = np.arange(8)[None, :] < np.array(TEXT_LENGTHS)[:, None]
     ids = np.random.default_rng(0).integers(1, VOCAB, (3, 8))
