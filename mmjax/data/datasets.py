@@ -5,17 +5,17 @@ asked. Every dataset is a TFDS dataset in array_record files, read by Grain
 through `builder.as_data_source()` (no TensorFlow):
 
 - mmjax's own datasets (registered in `mmjax.registry.DATASETS`: 'scenes',
-  'digits', 'av_digits', 'interaction', 'triad') are generated locally (or,
-  for 'av_digits', from recordings shipped with the package) by their
-  builders on `prepare()`;
+  'digits', 'av_digits', 'interaction', 'triad', 'moving_digits') are
+  generated locally (or, for 'av_digits', from recordings shipped with the
+  package) by their builders on `prepare()`;
 - any other name is a TFDS dataset the user already has under `data_dir`: one
   converted by `experiments/prepare_dataset.py` from a manifest, or a TFDS
   catalog dataset (e.g. 'mnist', 'speech_commands') prepared in array_record
   format. mmjax never downloads.
 
 `config.dataset.features` maps example keys (the modalities 'image', 'audio',
-'text', the class 'label' and the 'target' text of a sequence task) to the
-dataset's feature names, e.g. `{'text': 'question', 'target': 'answer'}`; a key not mapped (or mapped to '') defaults to the
+'text', 'video', the class 'label' and the 'target' text of a sequence task)
+to the dataset's feature names, e.g. `{'text': 'question', 'target': 'answer'}`; a key not mapped (or mapped to '') defaults to the
 feature of the same name, if there is one. A feature `<name>_present`
 (manifest datasets: False where the row lacks that modality) comes along as
 `<key>_present`.

@@ -9,7 +9,8 @@ A config lists the ops of a pipeline as a string, big_vision style:
 Each op is `name` or `name(arg, ..., key=value)` with literal arguments; ops
 are looked up in `mmjax.registry.OPS` (see `mmjax/data/ops/`). An op maps one
 example (dict of NumPy arrays, no batch axis, keys named by modality:
-'image', 'audio', 'text', 'label' and their '_mask' / '_present' companions)
+'image', 'audio', 'text', 'video', 'label' and their '_mask' / '_present'
+companions)
 to a new one. Random ops draw from the per-example generator Grain passes in,
 so augmentations are reproducible and resume exactly.
 """
