@@ -37,10 +37,25 @@ def _audio(rng):
   return audio, np.arange(6000) < 4000
 
 
+def _video(dtype, rng):
+  """12 real frames of 8x8x1 brightening over time (so a frame shown in
+  another's place is further off the further it comes from), then 4 frames
+  of padding; uint8 [0, 255] or float32 [-1, 1]."""
+  frames = np.linspace(0.1, 0.9, 12)[:, None, None, None] + 0.05 * rng.random(
+      (12, 8, 8, 1))
+  video = np.zeros((16, 8, 8, 1))
+  video[:12] = frames
+  if dtype == np.uint8:
+    return (video * 255).astype(np.uint8), (0., 255.)
+  return (video * 2 - 1).astype(np.float32), (-1., 1.)
+
+
 CASES = [('image', n, dtype) for n in corruptions.IMAGE
          for dtype in (np.uint8, np.float32)]
 CASES += [('audio', n, np.float32) for n in corruptions.AUDIO]
 CASES += [('text', n, str) for n in corruptions.TEXT]
+CASES += [('video', n, dtype) for n in corruptions.VIDEO
+          for dtype in (np.uint8, np.float32)]
 
 
 def _apply(modality, noise, dtype, level, seed=0):
@@ -55,6 +70,10 @@ def _apply(modality, noise, dtype, level, seed=0):
   if modality == 'audio':
     x, mask = _audio(data_rng)
     y = fn(x, level, rng, mask)
+    return x, y, np.abs(y.astype(np.float64) - x).mean()
+  if modality == 'video':
+    x, (low, high) = _video(dtype, data_rng)
+    y = fn(x, level, rng, low, high, np.arange(16) < 12)
     return x, y, np.abs(y.astype(np.float64) - x).mean()
   y = fn(SENTENCE, level, rng)
   if noise == 'word_drop':
@@ -85,6 +104,8 @@ def test_corruption_identity_monotone_deterministic_in_range(
   assert y.min() >= low and y.max() <= high
   if modality == 'audio':  # Padding stays silent.
     assert not y[4000:].any()
+  if modality == 'video':  # Padding frames stay as they are.
+    np.testing.assert_array_equal(y[12:], clean[12:])
 
 
 def test_image_per_channel_range():
@@ -144,6 +165,39 @@ def test_word_drop_on_known_strings():
   assert dropped == ' '.join(w for w, k in zip(text.split(), keep) if k)
   assert corruptions.word_drop(text.encode(), 0.5, np.random.default_rng(
       0)) == dropped.encode()
+
+
+def test_video_corruptions_act_on_whole_frames():
+  video, (low, high) = _video(np.float32, np.random.default_rng(0))
+  mask = np.arange(16) < 12
+  frames = [bytes(f) for f in video[:12]]
+  for noise in ('frame_drop', 'temporal_jitter'):  # Frames move, unchanged.
+    out = corruptions.NOISES['video'][noise](video, 0.9,
+                                             np.random.default_rng(0), low,
+                                             high, mask)
+    assert all(bytes(f) in frames for f in out[:12])
+    assert [bytes(f) for f in out[:12]] != frames
+  # Dropped frames repeat the last frame kept before them.
+  out = corruptions.frame_drop(video, 0.5, np.random.default_rng(0), low,
+                               high, mask)
+  kept = np.flatnonzero(np.random.default_rng(0).random(12) >= 0.5)
+  for f in range(12):
+    earlier = kept[kept <= f]
+    source = earlier[-1] if len(earlier) else kept[0]
+    np.testing.assert_array_equal(out[f], video[source])
+  # Per-frame noise: each frame's own strength.
+  out = corruptions.frame_noise(video, 0.5, np.random.default_rng(0), low,
+                                high, mask)
+  spread = np.abs(out - video)[:12].mean(axis=(1, 2, 3))
+  assert spread.max() > 3 * spread.min()
+  pp = Preprocess.parse("value_range(-1, 1, key='video')", {}, 'pp')
+  corrupted = pipeline.corrupted(pp, 'video', 'frame_noise', 0.5)
+  assert corrupted.ops[1].value_range == (-1, 1)
+  example = dict(video=(video * 127 + 128).astype(np.uint8),
+                 video_mask=mask)
+  noisy = corrupted(example)['video']
+  np.testing.assert_array_equal(noisy[12:], pp(example)['video'][12:])
+  assert not np.array_equal(noisy[:12], pp(example)['video'][:12])
 
 
 def test_corrupted_pipeline_places_and_seeds_each_noise():

@@ -20,6 +20,9 @@ values are rounded).
 Audio: float waveforms [N] in [-1, 1] with a sample mask [N] (padding is
 left silent): `white_noise`, `time_mask`.
 Text: one string, before tokenization: `typos`, `word_drop`.
+Video: THWC arrays with values in [low, high] (as images) and a frame mask
+[T] (padding frames are left as they are): `frame_drop`, `temporal_jitter`,
+`frame_noise`.
 """
 from typing import Callable, Dict, Optional
 
@@ -232,10 +235,78 @@ def word_drop(text, level: float, rng: np.random.Generator):
   return _words(text, corrupt)
 
 
+# Video -----------------------------------------------------------------------
+
+def _frames(video: Array, mask: Optional[Array]) -> Array:
+  """Indices of the real frames of `mask` (bool [T]; None: all)."""
+  return np.flatnonzero(_valid(video[:, 0, 0, 0], mask))
+
+
+def frame_drop(video: Array, level: float, rng: np.random.Generator,
+               low, high, mask: Optional[Array] = None) -> Array:
+  """Each real frame is dropped where its uniform draw is below `level`, as
+  a stalling stream drops it: the last frame kept before it is shown again
+  (a dropped first frame: the next kept one; all dropped: black, `low`).
+  The frame mask is left as it is: the frames are there, their content is
+  stale. [T, H, W, C]."""
+  _check_level(level)
+  if level == 0:
+    return video
+  frames = _frames(video, mask)
+  kept = frames[rng.random(len(frames)) >= level]
+  out = video.copy()
+  for f in frames:
+    if not len(kept):
+      out[f] = _to_dtype(np.full(video.shape[1:], low, np.float32), video,
+                         low, high)
+      continue
+    earlier = kept[kept <= f]
+    out[f] = video[earlier[-1] if len(earlier) else kept[0]]
+  return out
+
+
+def temporal_jitter(video: Array, level: float, rng: np.random.Generator,
+                    low, high, mask: Optional[Array] = None) -> Array:
+  """Each real frame shows the real frame up to `level` x T / 4 positions
+  away (its uniform draw in [-1, 1] scaled by that, rounded, clipped to the
+  real frames): level 1 jumbles frames within a quarter of the clip either
+  way. Frame contents are kept. [T, H, W, C]."""
+  _check_level(level)
+  if level == 0:
+    return video
+  frames = _frames(video, mask)
+  shift = np.rint(rng.uniform(-1, 1, len(frames)) * level * len(frames) / 4)
+  source = np.clip(np.arange(len(frames)) + shift.astype(int), 0,
+                   len(frames) - 1)
+  out = video.copy()
+  out[frames] = video[frames[source]]
+  return out
+
+
+def frame_noise(video: Array, level: float, rng: np.random.Generator,
+                low, high, mask: Optional[Array] = None) -> Array:
+  """Gaussian noise whose strength varies from frame to frame (flicker):
+  frame t gets standard deviation `level` x u_t x the value range (u_t
+  uniform in [0, 1], so half the range on average at level 1), clipped to
+  the range. Only the real frames change. [T, H, W, C]."""
+  _check_level(level)
+  if level == 0:
+    return video
+  frames = _frames(video, mask)
+  z = rng.standard_normal(video.shape)
+  scale = rng.random(len(video))[:, None, None, None]
+  std = level * scale * (np.asarray(high, np.float32) - low)
+  out = video.copy()
+  out[frames] = _to_dtype(video + std * z, video, low, high)[frames]
+  return out
+
+
 IMAGE = dict(gaussian=gaussian, salt_and_pepper=salt_and_pepper, blur=blur,
              contrast=contrast)
 AUDIO = dict(white_noise=white_noise, time_mask=time_mask)
 TEXT = dict(typos=typos, word_drop=word_drop)
+VIDEO = dict(frame_drop=frame_drop, temporal_jitter=temporal_jitter,
+             frame_noise=frame_noise)
 # Modality -> noise name -> function.
 NOISES: Dict[str, Dict[str, Callable]] = dict(image=IMAGE, audio=AUDIO,
-                                              text=TEXT)
+                                              text=TEXT, video=VIDEO)

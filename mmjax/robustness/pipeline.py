@@ -8,8 +8,9 @@ preprocessing with one `Corrupt` op inserted where the noise makes sense:
   becomes the word tokenizer's unknown id, or other bytes / pieces);
 - audio: on the float waveform, after the modality's last op or, when the
   pipeline computes features (`audio_features`), just before that op;
-- image: after the modality's last op, on the arrays the model receives,
-  whose value range follows from the ops (`image_range`).
+- image, video: after the modality's last op, on the arrays the model
+  receives, whose value range follows from the ops (`image_range`; videos
+  take `value_range(..., key='video')`).
 
 Each example's corruption draws from a generator seeded by `seed`, the noise
 name and a hash of the example's content at that point, so it is
@@ -70,6 +71,9 @@ class Corrupt(Op):
                                  _content_hash(value)])
     if self.modality == 'image':
       value = self._fn(value, self.level, rng, *self.value_range)
+    elif self.modality == 'video':
+      value = self._fn(value, self.level, rng, *self.value_range,
+                       example.get(f'{self.modality}_mask'))
     elif self.modality == 'audio':
       value = self._fn(value, self.level, rng,
                        example.get(f'{self.modality}_mask'))
@@ -126,6 +130,6 @@ def corrupted(pp: Preprocess, modality: str, noise: str, level: float,
                                  for n in NOISES[m]))
   i = _position(pp.ops, modality)
   op = Corrupt(modality, noise, level, seed,
-               image_range(pp.ops[:i], modality) if modality == 'image'
-               else None)
+               image_range(pp.ops[:i], modality)
+               if modality in ('image', 'video') else None)
   return dataclasses.replace(pp, ops=[*pp.ops[:i], op, *pp.ops[i:]])
