@@ -15,6 +15,10 @@ Manifest
   - `split` (required): any split name, e.g. train / validation / test.
   - `image`: path of an image file Pillow decodes (PNG, JPEG, ...).
   - `audio`: path of an audio file soundfile decodes (WAV, FLAC, ...).
+  - `video`: path of a `.npy` file of a uint8 array [frames, H, W] or
+    [frames, H, W, C] (C 1 or 3), or of a directory of frames: image files
+    Pillow decodes, in the order of their sorted names (all of one size).
+    (No video container format: no decoder ships with mmjax's packages.)
   - `text`: the example's text.
   - `label` (one class name) or `labels` (several: a JSON list in JSONL,
     ';'-separated in CSV), or neither.
@@ -37,14 +41,18 @@ Stored features (per modality column of the manifest)
     `sample_rate` with a polyphase filter of the exact rational ratio, in
     mmjax's int16 scale (`mmjax.audio_io`; a 16-bit PCM file already
     mono at `sample_rate` stores bit-exact).
+  - `video`: the bytes of a `.npy` file, Tensor((), object): the `.npy` file
+    itself, or a directory's frames decoded and stacked (uint8 [frames, H, W,
+    C], grey frames C = 1); the pipeline's `decode_video` op decodes them.
+    Validated here by a full decode.
   - `text`: Text.
   - `label`: ClassLabel; `labels`: Sequence(ClassLabel). The names are the
     given `label_names`, else the sorted labels of the 'train' split (of all
     rows when there is no 'train' split).
 
 Missing modalities
-  A row without a modality stores its empty value (image b'', audio of length
-  0, text '') and `<modality>_present = False`; every modality feature has a
+  A row without a modality stores its empty value (image and video b'', audio
+  of length 0, text '') and `<modality>_present = False`; every modality feature has a
   boolean `<modality>_present` companion.
 
 Limits
@@ -52,7 +60,10 @@ Limits
   broken file costs neither much time nor much memory: at most
   `max_file_bytes` per file (os.stat, before reading), `max_image_pixels` per
   image (from the header, before decoding) and `max_audio_seconds` per clip
-  (from the header, before decoding). Defaults: DEFAULT_MAX_FILE_BYTES,
+  (from the header, before decoding). A video is held to the same bounds: its
+  `.npy` file, or each frame file of its directory, to `max_file_bytes`; each
+  frame to `max_image_pixels` (the `.npy` header's shape, or each frame's
+  header, before decoding); and its stored array to `max_file_bytes`. Defaults: DEFAULT_MAX_FILE_BYTES,
   DEFAULT_MAX_IMAGE_PIXELS and DEFAULT_MAX_AUDIO_SECONDS; flags of the same
   names in experiments/prepare_dataset.py.
 
@@ -79,6 +90,9 @@ Bad input
   - audio_too_long: a clip of more than `max_audio_seconds`, as its header
     declares (a WAV header's data size counts even when the file is shorter).
   - bad_image, bad_audio: a file that does not decode in full.
+  - bad_video: a `.npy` file that is not a uint8 [frames, H, W(, C)] array,
+    a directory without frames or with a frame that does not decode, or
+    frames of different sizes.
   Only a row's own problems become bad rows: MemoryError, KeyboardInterrupt
   and bugs propagate. Problems with the manifest as a whole (missing file,
   unknown columns, no rows, ...) always raise.
@@ -115,7 +129,7 @@ from mmjax import audio_io
 from mmjax import fileio
 from mmjax.data.builders import generated
 
-MODALITIES = ('image', 'audio', 'text')
+MODALITIES = ('image', 'audio', 'text', 'video')
 COLUMNS = ('split',) + MODALITIES + ('label', 'labels')
 DATASET_VERSION = '1.0.0'
 SKIPPED_ROWS_FILE = 'skipped_rows.jsonl'
@@ -219,6 +233,7 @@ class _Row:
   audio: Optional[str]
   text: Optional[str]
   label: Label  # str for 'label', tuple for 'labels', None without either.
+  video: Optional[str] = None  # A .npy file or a directory of frames.
 
 
 class _Problems:
@@ -431,7 +446,7 @@ def _parse_row(manifest: str, line: int, cells: dict, is_csv: bool,
     raise error('bad_split', f'split {split!r} is not a valid split name; use '
                 "letters, digits, '_' and '-' (not 'all').")
   files = {}
-  for modality in ('image', 'audio'):
+  for modality in ('image', 'audio', 'video'):
     value = (string(modality) or '').strip()
     if value:
       path = os.path.join(os.path.dirname(manifest),
@@ -449,7 +464,8 @@ def _parse_row(manifest: str, line: int, cells: dict, is_csv: bool,
                     'allow any path (allow_outside_root=True, '
                     '--allow_outside_root).',
                     os.path.normpath(path))
-      if not os.path.isfile(path):
+      if not (os.path.isfile(path) or
+              (modality == 'video' and os.path.isdir(path))):
         raise error('missing_file', f'{modality} file not found: {path} '
                     "(relative paths start at the manifest's directory). Fix "
                     'the path or remove the row.', path)
@@ -461,11 +477,11 @@ def _parse_row(manifest: str, line: int, cells: dict, is_csv: bool,
     raise error('empty_text', f"'text' is empty; give the text, or {how} "
                 'when the row has no text.')
   if not files and text is None:
-    raise error('no_modality', 'the row has no image, audio or text; give at '
-                'least one or remove the row.')
+    raise error('no_modality', 'the row has no image, audio, text or video; '
+                'give at least one or remove the row.')
   return _Row(line, split, files.get('image'), files.get('audio'), text,
               _parse_label(cells.get(label_column), label_column, is_csv,
-                           error))
+                           error), files.get('video'))
 
 
 def _parse_label(value, column: Optional[str], is_csv: bool, error) -> Label:
@@ -545,6 +561,8 @@ def _check_media(manifest: str, row: _Row, limits: _Limits) -> None:
       raise _bad_audio(manifest, row, e) from e
     if problem:
       raise _row_error(manifest, row.line, *problem, row.audio)
+  if row.video:
+    _check_video(manifest, row, limits)
 
 
 @contextlib.contextmanager
@@ -802,6 +820,114 @@ def _wav_header(path: str) -> Tuple[Optional[float], Optional[str]]:
   return None, None
 
 
+# -- Videos --------------------------------------------------------------------
+
+
+def _frame_files(directory: str) -> List[str]:
+  """The frame files of a video directory, in the order of their names."""
+  return [os.path.join(directory, name) for name in sorted(os.listdir(directory))
+          if not name.startswith('.') and
+          os.path.isfile(os.path.join(directory, name))]
+
+
+def _npy_shape(path: str) -> Tuple[Tuple[int, ...], np.dtype]:
+  """(shape, dtype) from a `.npy` file's header, without reading the data."""
+  with open(path, 'rb') as f:
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+            np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(f)
+  return shape, dtype
+
+
+def _video_problem(path: str, limits: _Limits) -> Optional[Tuple[str, str]]:
+  """Checks a video (a `.npy` file or a directory of frames), cheapest
+  first, and decodes it in full; (kind, message) of a problem or None.
+
+  Raises the decoders' errors (_IMAGE_ERRORS) for a file that does not decode.
+  """
+  frames = _frame_files(path) if os.path.isdir(path) else [path]
+  if not frames:
+    return 'bad_video', (f'video directory {path} holds no frame files; add '
+                         'the frames (one image file each) or remove the row.')
+  for frame in frames:
+    size = os.stat(frame).st_size
+    if size > limits.max_file_bytes:
+      return _too_large(frame, size, limits)
+  if not os.path.isdir(path):
+    shape, dtype = _npy_shape(path)
+    if (dtype != np.uint8 or len(shape) not in (3, 4) or
+        (len(shape) == 4 and shape[3] not in (1, 3)) or not all(shape)):
+      return 'bad_video', (
+          f'{path} holds a {dtype} array of shape {list(shape)}; a video is '
+          'uint8 [frames, height, width] or [frames, height, width, 1 or 3] '
+          'with at least one frame; convert it or remove the row.')
+    if shape[1] * shape[2] > limits.max_image_pixels:
+      return 'image_too_large', (
+          f'{path}: frames of {shape[2]}x{shape[1]} pixels, more than the '
+          f'limit of {limits.max_image_pixels:,}; downscale them, raise the '
+          'limit (max_image_pixels, --max_image_pixels) or remove the row.')
+    np.load(path, allow_pickle=False)  # Decodes in full (a truncated file).
+    return None
+  sizes, modes = set(), set()
+  for frame in frames:
+    problem = _image_problem(frame, limits)
+    if problem:
+      return problem
+    with Image.open(frame) as image:
+      sizes.add(image.size)
+      modes.add(image.mode)
+  if len(sizes) > 1:
+    listed = ', '.join(f'{w}x{h}' for w, h in sorted(sizes))
+    return 'bad_video', (f'the frames in {path} differ in size ({listed}); '
+                         'resize them to one size or remove the row.')
+  (width, height), = sizes
+  stored = len(frames) * width * height * (1 if modes == {'L'} else 3)
+  if stored > limits.max_file_bytes:
+    return 'file_too_large', (
+        f'the {len(frames)} frames in {path} make an array of {stored:,} '
+        f'bytes, more than the limit of {limits.max_file_bytes:,}; use fewer '
+        'or smaller frames, raise the limit (max_file_bytes, '
+        '--max_file_bytes) or remove the row.')
+  return None
+
+
+def _check_video(manifest: str, row: _Row, limits: _Limits) -> None:
+  """Raises the ManifestError of a bad video of `row` (see _video_problem)."""
+  try:
+    problem = _video_problem(row.video, limits)
+  except _IMAGE_ERRORS as e:
+    raise _row_error(manifest, row.line, 'bad_video',
+                     f'cannot decode video {row.video} ({type(e).__name__}: '
+                     f'{e}); replace it with a uint8 .npy file or a directory '
+                     'of image frames, or remove the row.', row.video) from e
+  if problem:
+    raise _row_error(manifest, row.line, *problem, row.video)
+
+
+def _video_bytes(path: str) -> bytes:
+  """The stored value of a checked video: `.npy` file bytes (a directory's
+  frames decoded, stacked as uint8 [frames, H, W, C] and saved as one)."""
+  if not os.path.isdir(path):
+    with open(path, 'rb') as f:
+      return f.read()
+  files = _frame_files(path)
+  modes = set()
+  for name in files:
+    with Image.open(name) as image:
+      modes.add(image.mode)
+  mode = 'L' if modes == {'L'} else 'RGB'  # Any other frame: all RGB.
+  frames = []
+  for name in files:
+    with Image.open(name) as image:
+      frames.append(np.asarray(image.convert(mode)))
+  video = np.stack(frames)
+  buffer = io.BytesIO()
+  np.save(buffer, video if video.ndim == 4 else video[..., None],
+          allow_pickle=False)
+  return buffer.getvalue()
+
+
 def _bad_audio(manifest: str, row: _Row, error: Exception) -> ManifestError:
   return _row_error(manifest, row.line, 'bad_audio',
                     f'cannot decode audio {row.audio} ({error}); replace it '
@@ -833,6 +959,8 @@ def _features(
     features['audio'] = generated.bytes_tensor((None,), np.int16)
   if 'text' in columns:
     features['text'] = tfds.features.Text()
+  if 'video' in columns:  # .npy bytes, decoded by the pipeline.
+    features['video'] = tfds.features.Tensor(shape=(), dtype=np.object_)
   for modality in MODALITIES:
     if modality in columns:
       features[f'{modality}_present'] = tfds.features.Scalar(dtype=np.bool_)
@@ -859,6 +987,8 @@ def _example(manifest: str, row: _Row, columns: Sequence[str],
                         else np.zeros(0, np.int16))
   if 'text' in columns:
     example['text'] = row.text if row.text is not None else ''
+  if 'video' in columns:
+    example['video'] = _video_bytes(row.video) if row.video else b''
   for modality in MODALITIES:
     if modality in columns:
       example[f'{modality}_present'] = getattr(row, modality) is not None
