@@ -22,7 +22,8 @@ ARGS = {'manifest': 'name=my_data'}
 RUN_ELSEWHERE = {'bench': 'test_bench_throughput.py',
                  'minilm': 'test_minilm_configs.py',
                  # The GAN at test size, trained by tests/train/test_adversarial.py.
-                 'gan': 'gan_tiny.py'}
+                 'gan': 'gan_tiny.py',
+                 'video': 'train/test_video_parallel.py'}
 
 
 def test_configs_found():
