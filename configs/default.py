@@ -165,8 +165,9 @@ def get_config(arg=None):
   # `optimizer` that differ for that group's optimizer.
   c.optimizer_groups = ml_collections.ConfigDict()
 
-  # Persistent XLA compilation cache ('' = off): reruns skip compilation.
-  c.compilation_cache_dir = ''
+  # Persistent XLA compilation cache: reruns skip compilation. 'auto':
+  # $JAX_COMPILATION_CACHE_DIR, else ~/.cache/mmjax/xla; a path; '' = off.
+  c.compilation_cache_dir = 'auto'
   c.num_train_steps = 3000
   # A step with a non-finite loss or gradient is skipped (and logged); this
   # many in a row stop the run with an error.

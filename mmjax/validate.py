@@ -73,8 +73,8 @@ def _check_speed_options(config: ml_collections.ConfigDict,
         f'the data-parallel size {data_parallel}; use a global batch size '
         f'that is a multiple of {steps * data_parallel}.')
   if not isinstance(config.get('compilation_cache_dir'), str):
-    raise ConfigError('compilation_cache_dir', 'must be a directory path, or '
-                      f"'' for no cache, got "
+    raise ConfigError('compilation_cache_dir', "must be 'auto', a directory "
+                      f"path, or '' for no cache, got "
                       f'{config.get("compilation_cache_dir")!r}.')
 
 

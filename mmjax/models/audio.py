@@ -1,5 +1,5 @@
-"""Audio encoders over log-mel / MFCC features: CNN, bidirectional LSTM,
-spectrogram-patch transformer.
+"""Audio encoders over log-mel / MFCC features: 2-D CNN, temporal (1-D) CNN,
+bidirectional LSTM, spectrogram-patch transformer.
 
 Each maps a waveform [B, N] in [-1, 1] and its sample mask [B, N] to tokens
 [B, T, D] running over time and a mask [B, T]. The features come from
@@ -65,6 +65,39 @@ class AudioCNN(AudioEncoder):
         einops.rearrange(x, 'batch time feature -> batch time feature 1'
                          ).astype(self.dtype))
     tokens = x.mean(axis=2)  # Over the feature axis: [B, F', channels].
+    factor = 2**len(self.channels)
+    return tokens, layers.downsample_mask(mask, factor, tokens.shape[1])
+
+
+@ENCODERS['audio'].register('tcnn')
+class AudioTemporalCNN(AudioEncoder):
+  """1-D CNN over time whose input channels are the feature bins (as in
+  TC-ResNet, Choi et al., 2019): conv (3 frames) + ReLU + max-pool 2 per
+  entry of `channels`; tokens [B, F // 2^n, channels[-1]] over time.
+
+  Each conv is one matmul of (3 frames x all bins) against the kernel, which
+  XLA runs near the matmul peak; the 2-D 'cnn' convolves a 1-channel
+  spectrogram with few channels, which XLA:CPU runs at a small fraction of
+  it (docs/benchmarks.md, audio path). It sees the whole spectrum at every
+  layer, where the 2-D CNN's field grows from 3x3 bins.
+  """
+  channels: Sequence[int] = (64, 128, 128)
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
+      'tiny': dict(channels=(64, 64)),
+      'small': dict(channels=(64, 128, 128)),
+  }
+  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = FRONTEND_CHOICES
+
+  @nn.compact
+  def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None,
+               *, train: bool) -> Tuple[jax.Array, jax.Array]:
+    del train  # No dropout or BatchNorm.
+    x, mask = self.frontend(waveform, mask)
+    tokens = ConvStack(self.channels, self.dtype, self.param_dtype,
+                       kernel_size=(3,), name='convs')(x.astype(self.dtype))
     factor = 2**len(self.channels)
     return tokens, layers.downsample_mask(mask, factor, tokens.shape[1])
 

@@ -19,12 +19,13 @@ from mmjax.models import layers
 from mmjax.registry import ENCODERS
 
 
-def conv(features: int, kernel_size: Tuple[int, int],
-         strides: Tuple[int, int] = (1, 1), padding: Any = 'SAME',
+def conv(features: int, kernel_size: Tuple[int, ...],
+         strides: Optional[Tuple[int, ...]] = None, padding: Any = 'SAME',
          use_bias: bool = True, dtype: layers.Dtype = jnp.float32,
          name: Optional[str] = None,
          param_dtype: layers.Dtype = jnp.float32) -> nn.Conv:
-  """nn.Conv whose kernel [kh, kw, in, out] and bias [out] carry axis names.
+  """nn.Conv whose kernel [*kernel_size, in, out] and bias [out] carry axis
+  names; 1-D, 2-D or 3-D by the length of `kernel_size` (strides default 1).
 
   `padding` 'symmetric' pads kernel_size // 2 on both sides of each axis, as
   PyTorch's convs do; Flax's 'SAME' puts the odd pixel of a strided conv's
@@ -32,9 +33,10 @@ def conv(features: int, kernel_size: Tuple[int, int],
   """
   if padding == 'symmetric':
     padding = [(k // 2, k // 2) for k in kernel_size]
-  return nn.Conv(features, kernel_size, strides, padding, use_bias=use_bias,
-                 dtype=dtype, param_dtype=param_dtype, name=name,
-                 kernel_init=layers.kernel((None, None, None, 'channels')),
+  return nn.Conv(features, kernel_size, strides or 1, padding,
+                 use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                 name=name, kernel_init=layers.kernel(
+                     (None,) * (len(kernel_size) + 1) + ('channels',)),
                  bias_init=layers.bias(('channels',)))
 
 
@@ -45,21 +47,25 @@ def feature_map_tokens(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 
 
 class ConvStack(nn.Module):
-  """3x3 conv + ReLU + 2x2 max-pool per entry of `channels`.
+  """Conv (`kernel_size`, 3x3 by default) + ReLU + max-pool of 2 along each
+  conv axis, per entry of `channels`.
 
-  [B, H, W, C] -> [B, H // 2^n, W // 2^n, channels[-1]] for n = len(channels).
-  Shared by the image CNN and the audio (spectrogram) CNN.
+  2-D: [B, H, W, C] -> [B, H // 2^n, W // 2^n, channels[-1]] for
+  n = len(channels); 1-D (kernel_size=(3,)): [B, T, C] -> [B, T // 2^n, ...].
+  Shared by the image CNN and the audio CNNs.
   """
   channels: Sequence[int]
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
+  kernel_size: Tuple[int, ...] = (3, 3)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    pooled = tuple(range(1, len(self.kernel_size) + 1))
     for i, features in enumerate(self.channels):
-      x = nn.relu(conv(features, (3, 3), dtype=self.dtype, name=f'conv{i}',
-                       param_dtype=self.param_dtype)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = nn.relu(conv(features, tuple(self.kernel_size), dtype=self.dtype,
+                       name=f'conv{i}', param_dtype=self.param_dtype)(x))
+      x = layers.max_pool2(x, pooled)
     return x
 
 

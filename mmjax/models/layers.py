@@ -390,6 +390,64 @@ class AddPositions(nn.Module):
     return x + table[None, :length].astype(self.dtype)
 
 
+def _window_corners(x: jax.Array, axes: Tuple[int, ...]) -> list:
+  """The strided slices of `x` that hold each position of its non-overlapping
+  2-wide windows along `axes` (a trailing odd row is dropped, as a VALID
+  pool drops it), in window order: 2 ** len(axes) arrays."""
+  x = x[tuple(slice(0, n // 2 * 2) if a in axes else slice(None)
+              for a, n in enumerate(x.shape))]
+  corners = [x]
+  for axis in axes:
+    corners = [c[tuple(slice(i, None, 2) if a == axis else slice(None)
+                       for a in range(c.ndim))]
+               for c in corners for i in (0, 1)]
+  return corners
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool2(x: jax.Array, axes: Tuple[int, ...]) -> jax.Array:
+  """Max over non-overlapping windows of 2 along each of `axes` (stride 2,
+  VALID: a trailing odd row is dropped), e.g. axes=(1, 2) on [B, H, W, C]
+  -> [B, H // 2, W // 2, C].
+
+  Values and gradients equal `nn.max_pool(x, (2, 2), strides=(2, 2))`'s
+  bitwise (the gradient goes to the first maximum of each window). XLA:CPU
+  differentiates `reduce_window` max through index arrays of the input's
+  size and a variadic window reduction, which cost more than the
+  convolutions of a small CNN; these are elementwise selects instead.
+  """
+  return functools.reduce(jnp.maximum, _window_corners(x, axes))
+
+
+def _max_pool2_fwd(x, axes):
+  y = max_pool2(x, axes)
+  return y, (x, y)
+
+
+def _max_pool2_bwd(axes, residuals, g):
+  x, y = residuals
+  taken = jnp.zeros(y.shape, bool)
+  parts = []
+  for corner in _window_corners(x, axes):
+    first = (corner == y) & ~taken  # The first maximum takes the gradient.
+    taken = taken | first
+    parts.append(jnp.where(first, g, jnp.zeros_like(g)))
+  # Interleave the corners back: axis a of part k holds window offset bit
+  # of `axes`; unstack one axis at a time, last axis first (the inverse of
+  # `_window_corners`).
+  for axis in reversed(axes):
+    parts = [jnp.stack(parts[i:i + 2], axis=axis + 1) for i in
+             range(0, len(parts), 2)]
+    parts = [p.reshape(p.shape[:axis] + (-1,) + p.shape[axis + 2:])
+             for p in parts]
+  dx, = parts
+  pad = [(0, n - m) for n, m in zip(x.shape, dx.shape)]
+  return (jnp.pad(dx, pad),)
+
+
+max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
+
+
 def downsample_mask(mask: jax.Array, factor: int, length: int) -> jax.Array:
   """A [B, T] mask reduced to [B, length] tokens that each cover `factor` steps.
 

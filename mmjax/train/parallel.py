@@ -5,6 +5,7 @@ one it drives. Checkpoints hold one (unreplicated) copy of the state in either
 mode, so a run can switch modes or meshes on resume.
 """
 import functools
+import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 
 import flax.linen as nn
@@ -22,13 +23,30 @@ HostBatch = Mapping[str, np.ndarray]
 PMAP_AXIS = 'batch'
 
 
-def enable_compilation_cache(directory: str) -> None:
-  """Keeps compiled executables in `directory` ('' = off) across runs.
+# Where `compilation_cache_dir='auto'` (the configs' default) keeps the
+# executables when $JAX_COMPILATION_CACHE_DIR does not say.
+DEFAULT_CACHE_DIR = '~/.cache/mmjax/xla'
+
+
+def cache_directory(setting: str) -> str:
+  """The directory of config field `compilation_cache_dir`: 'auto' ->
+  $JAX_COMPILATION_CACHE_DIR if set, else DEFAULT_CACHE_DIR (user-expanded);
+  '' -> '' (no cache); a path -> itself (user-expanded)."""
+  if setting == 'auto':
+    setting = os.environ.get('JAX_COMPILATION_CACHE_DIR') or DEFAULT_CACHE_DIR
+  return os.path.expanduser(setting)
+
+
+def enable_compilation_cache(setting: str) -> None:
+  """Keeps compiled executables across runs in the directory of `setting`
+  (see `cache_directory`; '' = off).
 
   Every executable is cached, however fast it compiled, so a rerun of the
-  same config skips compilation. Call it before the process compiles
-  anything: JAX fixes its cache at the first compilation.
+  same config (a sweep's next variant with the same shapes, a resumed run)
+  skips compilation. Call it before the process compiles anything: JAX
+  fixes its cache at the first compilation.
   """
+  directory = cache_directory(setting)
   if not directory:
     return
   jax.config.update('jax_compilation_cache_dir', directory)

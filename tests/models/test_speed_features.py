@@ -11,10 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from cpu_devices import subprocess_env
 from mmjax.errors import ConfigError
 from mmjax.models import layers
 from mmjax.experiment import Experiment
+from mmjax.train import parallel
 from trees import assert_trees_close
 
 REPO = os.path.join(os.path.dirname(__file__), '..', '..')
@@ -250,6 +252,18 @@ def test_compilation_cache_dir_receives_the_runs_executables(data_dir,
   assert len(entries) >= 3  # At least init, train step and eval step.
 
 
+def test_compilation_cache_is_on_by_default(monkeypatch, tmp_path):
+  assert default.get_config().compilation_cache_dir == 'auto'
+  monkeypatch.setenv('HOME', str(tmp_path))
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  assert parallel.cache_directory('auto') == str(
+      tmp_path / '.cache' / 'mmjax' / 'xla')
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', '/scratch/xla')
+  assert parallel.cache_directory('auto') == '/scratch/xla'
+  assert parallel.cache_directory('~/c') == str(tmp_path / 'c')
+  assert parallel.cache_directory('') == ''
+
+
 @pytest.mark.parametrize('overrides, field', [
     (dict(model__param_dtype='float8'), 'model.param_dtype'),
     (dict(model__param_dtype='int32'), 'model.param_dtype'),
@@ -264,3 +278,26 @@ def test_compilation_cache_dir_receives_the_runs_executables(data_dir,
 def test_bad_speed_options_name_the_field(make_config, overrides, field):
   with pytest.raises(ConfigError, match=f'config.{field}'):
     Experiment(make_config(**overrides))
+
+
+@pytest.mark.parametrize('shape,axes', [
+    ((3, 7, 9, 4), (1, 2)),  # Odd sizes: the last row / column is dropped.
+    ((2, 8, 6, 3), (1, 2)),
+    ((4, 11, 5), (1,)),      # 1-D over time, as the temporal audio CNN.
+])
+def test_max_pool2_equals_flax_max_pool_bitwise(shape, axes):
+  rng = np.random.default_rng(0)
+  # After a ReLU, as in the CNNs: windows with tied zeros included.
+  x = jnp.asarray(np.maximum(rng.normal(size=shape), 0).astype(np.float32))
+  window = (2,) * len(axes)
+  weights = jnp.asarray(rng.normal(size=[
+      n // 2 if a in axes else n for a, n in enumerate(shape)]).astype(
+          np.float32))
+  flax_pool = lambda x: (nn.max_pool(x, window, strides=window) * weights
+                         ).sum()
+  ours = lambda x: (layers.max_pool2(x, axes) * weights).sum()
+  (value, grad), (ref_value, ref_grad) = (
+      jax.jit(jax.value_and_grad(f))(x) for f in (ours, flax_pool))
+  assert value == ref_value
+  np.testing.assert_array_equal(grad, ref_grad)
+  assert (np.asarray(grad) != 0).sum() == weights.size  # One per window.
