@@ -6,7 +6,7 @@ vertically, in turn; a ViViT video tower (mmjax/models/video.py).
   python experiments/train.py --config=configs/video.py:baseline=mean ...
   python experiments/train.py --config=configs/video.py:task=captioning ...
 
-label=direction (the default; 4 classes: the two digits' directions) and
+label=direction (the default; 4 classes: the way the first digit moves) and
 label=first_digit (10 classes: the digit on screen first) need the order of
 the frames; label=digit (the horizontally moving digit) needs motion but not
 its sign. task=captioning generates the caption ('three moves left then seven
@@ -60,21 +60,26 @@ def get_config(arg=None):
         ','.join(passed),
         modalities=tuple(variant.get('modalities', 'video').split('+')),
         target='caption', length=8, metrics=('bleu4', 'cider_d'))
+    c.dataset.features.label = ''  # No class label.
   else:
     passed += [f'label={variant.get("label", "direction")}',
                f'fusion={variant.get("fusion", "concat")}']
     c = default.get_config(','.join(passed))
   c.dataset.name = 'moving_digits'
   c.dataset.builder_config = data
-  # 4-pixel tubelets: a digit (8 x 8) covers 4 to 9 of them in a frame.
-  c.model.encoders.video.update(mode=variant.get('mode', 'factorised'),
-                                patch_size=4)
+  # Tubelets of 2 frames x 4 x 4 pixels: a digit (8 x 8, on the 4-pixel
+  # grid) covers 4 patches, and one tubelet sees it move (4 pixels a frame).
+  # The mean frame is one frame: a tubelet of 1.
+  c.model.encoders.video.update(
+      mode=variant.get('mode', 'factorised'), patch_size=4,
+      tubelet_frames=1 if baseline == 'mean' else 2)
   default.set_preprocessing(c, preprocessing(FRAMES[data], baseline))
   if c.model.name == 'seq2seq':  # The caption's ids after the inputs.
     target = "tokenize(8, key='target')"
     c.input.pp_train = f'{c.input.pp_train}|{target}'
     c.input.pp_eval = f'{c.input.pp_eval}|{target}'
-  c.input.global_batch_size = 64
-  c.num_train_steps = 1500
+  c.input.global_batch_size = 32
+  c.optimizer.learning_rate = 1e-3
+  c.num_train_steps = 1000
   c.eval_every_steps = c.checkpoint_every_steps = 500
   return c

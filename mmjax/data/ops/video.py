@@ -12,10 +12,9 @@ import hashlib
 import io
 
 import numpy as np
-from PIL import Image
 
 from mmjax.data.ops.general import get
-from mmjax.data.ops.image import _RESAMPLING, Size, _size
+from mmjax.data.ops.image import Resize
 from mmjax.data.preprocess import Op
 from mmjax.registry import OPS
 
@@ -81,30 +80,16 @@ class DecodeVideo(Op):
 
 @OPS.register('resize_video')
 @dataclasses.dataclass
-class ResizeVideo(Op):
+class ResizeVideo(Resize):
   """Resizes every frame of a uint8 video to `size` (int or (height,
-  width)) with Pillow."""
-  size: Size
+  width)) with Pillow, as `resize` does an image."""
   key: str = 'video'
-  method: str = 'bilinear'
-
-  def __post_init__(self):
-    self.hw = _size(self.size)
-    if self.method not in _RESAMPLING:
-      raise ValueError(f'method must be one of {", ".join(_RESAMPLING)}, got '
-                       f'{self.method!r}')
 
   def __call__(self, example, rng):
     video = get(example, self.key, self)
-    if video.dtype != np.uint8:
-      raise ValueError(f'op resize_video: {self.key!r} must be uint8 (resize '
-                       f'before value_range), got {video.dtype}.')
     if video.shape[1:3] != self.hw:
-      channels = video.shape[-1]
-      frames = [np.asarray(Image.fromarray(
-          f[..., 0] if channels == 1 else f).resize(
-              self.hw[::-1], _RESAMPLING[self.method])) for f in video]
-      video = np.stack(frames).reshape(len(video), *self.hw, channels)
+      video = np.stack([super(ResizeVideo, self).__call__(
+          {self.key: frame}, rng)[self.key] for frame in video])
     return {**example, self.key: video}
 
 
