@@ -4,11 +4,13 @@
     converted.encoder    # config.model.encoders.image for the converted tower
     converted.variables  # {'params': ..., 'batch_stats': ...} of that tower
 
-Families (Hugging Face layouts, described by the config.json saved with the
-weights): 'resnet' (`ResNetModel`), 'vit' (`ViTModel`), 'clip_vision' and
-'clip_text' (the towers of `CLIPModel`). Each maps every tensor of the file
-to exactly one variable of the mmjax tower; a missing, extra or misshapen
-tensor is a `ConversionError` that names it. `experiments/convert_weights.py`
+Families in Hugging Face layouts, described by the config.json saved with
+the weights: 'resnet' (`ResNetModel`), 'vit' (`ViTModel`), 'clip_vision'
+and 'clip_text' (the towers of `CLIPModel`); and 'torchvision_resnet'
+(torchvision's ResNet-18/34/50 state dict, described by its tensors alone:
+no config). Each maps every tensor of the file to exactly one variable of
+the mmjax tower; a missing, extra or misshapen tensor is a
+`ConversionError` that names it. `experiments/convert_weights.py`
 writes the result as a checkpoint that `checkpoint.warm_start_from` loads.
 """
 import dataclasses
@@ -28,7 +30,13 @@ from mmjax.models import layers
 from mmjax.models.encoders import build_encoder
 
 FAMILIES = {'resnet': resnet, 'vit': vit, 'clip_vision': clip.Vision,
-            'clip_text': clip.Text}
+            'clip_text': clip.Text, 'torchvision_resnet': resnet.Torchvision}
+
+
+def _reads_config(fam) -> bool:
+  """Whether a family is described by a config.json (else by `describe`,
+  from its tensors)."""
+  return not hasattr(fam, 'describe')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +81,13 @@ def stack_blocks(variables: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def convert(family: str, tensors: Mapping[str, np.ndarray],
-            config: Mapping[str, Any], *, source: str = 'checkpoint',
-            ignore: Sequence[str] = (), scan_layers: bool = False
-            ) -> Converted:
+            config: Optional[Mapping[str, Any]] = None, *,
+            source: str = 'checkpoint', ignore: Sequence[str] = (),
+            scan_layers: bool = False) -> Converted:
   """Converts `tensors` (name -> array) of a `family` checkpoint described
-  by `config` (its Hugging Face config dict). `source` names the file in
-  errors; `ignore`: fnmatch patterns of tensors to leave out on purpose;
+  by `config` (its Hugging Face config dict; None for 'torchvision_resnet',
+  which the tensors describe). `source` names the file in errors;
+  `ignore`: fnmatch patterns of tensors to leave out on purpose;
   `scan_layers`: transformer blocks stacked for a model trained with
   config.model.scan_layers=True."""
   if family not in FAMILIES:
@@ -90,8 +99,22 @@ def convert(family: str, tensors: Mapping[str, np.ndarray],
   tensors = {name: x for name, x in tensors.items() if not any(
       fnmatch.fnmatchcase(name, pattern) for pattern in ignore)}
   names = list(tensors)
-  prefix = find_prefix(tensors, fam.PROBE, fam.PREFIXES, source=source,
-                       family=family)
+  try:
+    prefix = find_prefix(tensors, fam.PROBE, fam.PREFIXES, source=source,
+                         family=family,
+                         layout=getattr(fam, 'LAYOUT', 'Hugging Face'))
+  except ConversionError as e:
+    fits = [name for name, other in FAMILIES.items() if other is not fam and
+            any(p + other.PROBE in tensors for p in other.PREFIXES)]
+    if fits:
+      raise ConversionError(f'{e}\nIts tensors fit the family '
+                            f'{" or ".join(fits)}.') from None
+    raise
+  if not _reads_config(fam):
+    config = fam.describe(tensors, prefix, source)
+  elif config is None:
+    raise ConversionError(f'{source}: a {family} checkpoint needs its '
+                          "model's config.json.")
   encoder = fam.encoder_config(config, names)
   vocab_size = fam.vocab_size(config) if hasattr(fam, 'vocab_size') else None
   example = jax.ShapeDtypeStruct(*fam.example_input(config))
@@ -116,10 +139,22 @@ def convert_file(family: str, path: str, config_path: Optional[str] = None,
                  ) -> Converted:
   """`convert` of the weights file at `path` (.safetensors, or .pth/.pt/.bin
   with PyTorch installed), described by `config_path` (default: the
-  config.json beside it)."""
-  config_path = config_path or default_config_path(path)
-  if config_path is None:
-    raise ConversionError(f'{path}: no config.json beside it; give the '
-                          "model's config.json (--config_json).")
-  return convert(family, read_tensors(path), read_config(config_path),
-                 source=path, ignore=ignore, scan_layers=scan_layers)
+  config.json beside it; none for 'torchvision_resnet')."""
+  fam = FAMILIES.get(family)
+  if fam is not None and not _reads_config(fam):
+    if config_path:
+      raise ConversionError(f'{config_path}: a {family} checkpoint reads no '
+                            'config; its tensors describe it (leave out '
+                            '--config_json).')
+    config = None
+  else:
+    config_path = config_path or default_config_path(path)
+    if config_path is None:
+      free = [f for f, m in FAMILIES.items() if not _reads_config(m)]
+      raise ConversionError(
+          f'{path}: no config.json beside it; give the model\'s config.json '
+          f'(--config_json). Families read without one: {", ".join(free)} '
+          "(e.g. a torchvision ResNet's state dict).")
+    config = read_config(config_path)
+  return convert(family, read_tensors(path), config, source=path,
+                 ignore=ignore, scan_layers=scan_layers)

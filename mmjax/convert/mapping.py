@@ -175,13 +175,15 @@ def apply_rules(tensors: Mapping[str, np.ndarray], rules: Sequence[Rule],
 
 
 def find_prefix(tensors: Mapping[str, np.ndarray], probe: str,
-                prefixes: Sequence[str], *, source: str, family: str) -> str:
+                prefixes: Sequence[str], *, source: str, family: str,
+                layout: str = 'Hugging Face') -> str:
   """The prefix in `prefixes` under which the file holds `probe` (a tensor
-  every checkpoint of the family has), e.g. '' or 'vit.'."""
+  every checkpoint of the family has), e.g. '' or 'vit.'; `layout` names
+  the family's layout in the error."""
   for prefix in prefixes:
     if prefix + probe in tensors:
       return prefix
   names = ', '.join(repr(p + probe) for p in prefixes)
   raise ConversionError(
       f'{source}: has none of {names}; is it a {family} checkpoint in the '
-      f'Hugging Face layout? First tensors: {sorted(tensors)[:5]}')
+      f'{layout} layout? First tensors: {sorted(tensors)[:5]}')

@@ -42,9 +42,9 @@ def golden():
   return dict(tensors), dict(config)
 
 
-def refused(tensors, config, **kwargs) -> str:
+def refused(tensors, config, family='resnet', **kwargs) -> str:
   with pytest.raises(ConversionError) as error:
-    convert('resnet', tensors, config, source='ckpt', **kwargs)
+    convert(family, tensors, config, source='ckpt', **kwargs)
   return str(error.value)
 
 
@@ -102,6 +102,91 @@ def test_other_family_or_config_is_refused_by_name():
     convert('resnet', tensors, dict(config, depths=[2, 2, 3, 2]))
   with pytest.raises(ConversionError, match='valid families are'):
     convert('resnet101', tensors, config)
+
+
+TV_WEIGHTS = os.path.join(REPO, 'tests', 'golden', 'convert',
+                          'torchvision_resnet18_tiny', 'model.safetensors')
+
+
+def tv_golden():
+  """Tensors of the tiny torchvision ResNet-18 golden state dict (a copy)."""
+  return dict(_tv_golden())
+
+
+@functools.lru_cache(maxsize=None)
+def _tv_golden():
+  return read_tensors(TV_WEIGHTS)
+
+
+def tv_refused(tensors, ignore=('fc.*',)) -> str:
+  return refused(tensors, None, 'torchvision_resnet', ignore=ignore)
+
+
+def test_torchvision_missing_extra_and_misshapen_tensors_are_named():
+  tensors = tv_golden()
+  del tensors['layer2.0.downsample.1.running_var']
+  tensors['layer3.1.conv1.weight'] = np.zeros((16, 16, 3, 1), np.float32)
+  tensors['layer4.1.bn3.weight'] = np.zeros(32, np.float32)
+  message = tv_refused(tensors)
+  assert ('layer2.0.downsample.1.running_var (for '
+          'batch_stats/stage1_block0/proj_norm/var)') in message
+  assert ('layer3.1.conv1.weight: [16, 16, 3, 1] in the file, '
+          '[16, 16, 3, 3] needed for params/stage2_block1/Conv_0/kernel'
+          ) in message
+  assert 'not used by the tower' in message
+  assert 'layer4.1.bn3.weight' in message
+  assert 'num_batches_tracked' not in message  # Ignored by name.
+
+
+def test_torchvision_classifier_is_named_unless_ignored():
+  message = tv_refused(tv_golden(), ignore=())
+  assert 'fc.weight' in message and 'fc.bias' in message
+  assert 'not used by the tower' in message
+
+
+def test_torchvision_depth_is_read_from_the_tensors_or_refused():
+  tensors = {k: v for k, v in tv_golden().items()
+             if not k.startswith('layer3.1.')}
+  message = tv_refused(tensors)
+  assert '[2, 2, 1, 2] basic' in message and 'layer3.0' in message
+  assert 'not a ResNet mmjax has' in message
+  # A conv3 in layer1.0 makes every block a bottleneck: 2-2-2-2 is none.
+  tensors = tv_golden()
+  tensors['layer1.0.conv3.weight'] = np.zeros((16, 4, 1, 1), np.float32)
+  assert 'layer1.0.conv3.weight' in tv_refused(tensors)
+
+
+def test_torchvision_wide_stage_is_refused_by_name():
+  tensors = tv_golden()  # Stem width 4: layer1 blocks are 4 wide.
+  tensors['layer1.0.conv1.weight'] = np.zeros((8, 4, 3, 3), np.float32)
+  message = tv_refused(tensors)
+  assert 'layer1.0.conv1.weight has 8 output channels' in message
+  assert 'needs 4' in message
+
+
+def test_torchvision_file_converts_without_a_config(tmp_path):
+  converted = convert_file('torchvision_resnet', TV_WEIGHTS,
+                           ignore=['fc.*'])
+  assert converted.encoder['depth'] == 18 and converted.encoder['width'] == 4
+  config = tmp_path / 'config.json'
+  config.write_text('{}')
+  with pytest.raises(ConversionError, match='reads no config'):
+    convert_file('torchvision_resnet', TV_WEIGHTS, str(config))
+  # The Hugging Face family on it: no config.json, and the family to use.
+  with pytest.raises(ConversionError, match='torchvision_resnet'):
+    convert_file('resnet', TV_WEIGHTS)
+  with pytest.raises(ConversionError, match='needs its model'):
+    convert('resnet', golden()[0])
+
+
+def test_other_layout_is_refused_with_the_family_it_fits():
+  tensors, config = golden()
+  message = refused(tensors, None, 'torchvision_resnet')
+  assert "'conv1.weight'" in message and 'torchvision layout' in message
+  assert 'fit the family resnet' in message
+  message = refused(tv_golden(), config)
+  assert 'Hugging Face layout' in message
+  assert 'fit the family torchvision_resnet' in message
 
 
 def _touch(path):

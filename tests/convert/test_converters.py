@@ -1,11 +1,14 @@
 """Converted ResNet-18/50, ViT and CLIP towers reproduce the reference
-(Hugging Face transformers, random weights, eval mode) within 1e-4.
+(Hugging Face transformers, and torchvision for its ResNet layout; random
+weights, eval mode) within 1e-4.
 
-Live when PyTorch and transformers are importable (the reference is built
-here by tests/golden/convert/make_convert_golden.py's `make_case`);
-otherwise against the golden files that script committed.
+Live when PyTorch and transformers (and torchvision, for its cases) are
+importable (the reference is built here by
+tests/golden/convert/make_convert_golden.py's `make_case`); otherwise
+against the golden files that script committed.
 """
 import functools
+import importlib.util
 import json
 import os
 import sys
@@ -27,19 +30,26 @@ try:
   LIVE = True
 except ImportError:
   LIVE = False
+TORCHVISION = 'torchvision_'  # Cases in torchvision's layout: no config.
+LIVE_TORCHVISION = LIVE and importlib.util.find_spec('torchvision') is not None
 
 
 @functools.lru_cache(maxsize=None)
 def reference(case):
-  """(tensors, HF config dict, inputs, reference outputs) of `case`."""
-  if LIVE:
+  """(tensors, HF config dict or None, inputs, reference outputs) of
+  `case`."""
+  torchvision = case.startswith(TORCHVISION)
+  if LIVE_TORCHVISION if torchvision else LIVE:
     sys.path.insert(0, GOLDEN)
     from make_convert_golden import make_case  # pylint: disable=import-outside-toplevel
     model, inputs, outputs = make_case(case)
     tensors = {k: v.numpy() for k, v in model.state_dict().items()}
-    return tensors, model.config.to_dict(), inputs, outputs
-  with open(os.path.join(GOLDEN, case, 'config.json')) as f:
-    config = json.load(f)
+    return (tensors, None if torchvision else model.config.to_dict(), inputs,
+            outputs)
+  config = None
+  if not torchvision:
+    with open(os.path.join(GOLDEN, case, 'config.json')) as f:
+      config = json.load(f)
   io = dict(np.load(os.path.join(GOLDEN, case, 'io.npz')))
   inputs = {k: io.pop(k) for k in ('pixels', 'ids', 'mask') if k in io}
   return (read_tensors(os.path.join(GOLDEN, case, 'model.safetensors')),
@@ -68,6 +78,31 @@ def test_resnet(case, depth):
   tensors, config, inputs, outputs = reference(case)
   converted = convert('resnet', tensors, config)
   assert converted.encoder['depth'] == depth  # Basic vs bottleneck blocks.
+  assert_close(run(converted.encoder, converted.variables, inputs),
+               outputs['last_hidden_state'])
+
+
+@pytest.mark.parametrize('case,depth', [('torchvision_resnet18_tiny', 18),
+                                        ('torchvision_resnet50_tiny', 50)])
+def test_torchvision_resnet(case, depth):
+  """A torchvision state dict, no config: depth and width read from the
+  tensors; its classifier `fc` left out on purpose."""
+  tensors, _, inputs, outputs = reference(case)
+  assert 'fc.weight' in tensors and any(
+      k.endswith('num_batches_tracked') for k in tensors)
+  converted = convert('torchvision_resnet', tensors, ignore=['fc.*'])
+  assert converted.encoder == dict(name='resnet', depth=depth, width=4,
+                                   stem='imagenet', padding='symmetric')
+  assert_close(run(converted.encoder, converted.variables, inputs),
+               outputs['last_hidden_state'])
+
+
+def test_torchvision_data_parallel_file_converts():
+  """Saved from nn.DataParallel: every name under 'module.'."""
+  tensors, _, inputs, outputs = reference('torchvision_resnet18_tiny')
+  converted = convert('torchvision_resnet',
+                      {f'module.{k}': v for k, v in tensors.items()},
+                      ignore=['module.fc.*'])
   assert_close(run(converted.encoder, converted.variables, inputs),
                outputs['last_hidden_state'])
 

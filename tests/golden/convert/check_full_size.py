@@ -1,5 +1,6 @@
-"""Converts the full-size reference cases (ResNet-18, ResNet-50, ViT-B/16,
-CLIP ViT-B/32 vision and text towers, random weights) with mmjax and records
+"""Converts the full-size reference cases (ResNet-18 and ResNet-50 in the
+Hugging Face and torchvision layouts, ViT-B/16, CLIP ViT-B/32 vision and
+text towers, random weights) with mmjax and records
 the largest difference from the reference outputs in full_size.json.
 
     /work/refvenv/bin/python tests/golden/convert/make_convert_golden.py \
@@ -31,13 +32,18 @@ CASES = {
     'vit_b16': ('vit', 'pooler_output', True),
     'clip_b32_vision': ('clip_vision', 'image_embeds', True),
     'clip_b32_text': ('clip_text', 'text_embeds', True),
+    'torchvision_resnet18': ('torchvision_resnet', 'last_hidden_state', False),
+    'torchvision_resnet50': ('torchvision_resnet', 'last_hidden_state', False),
 }
+# Tensors of a case's file that are no part of its tower.
+IGNORE = {'torchvision_resnet': ['fc.*']}  # The ImageNet classifier.
 
 
 def check(directory, case):
   family, output, pooled = CASES[case]
   path = os.path.join(directory, case)
-  converted = convert_file(family, os.path.join(path, 'model.safetensors'))
+  converted = convert_file(family, os.path.join(path, 'model.safetensors'),
+                           ignore=IGNORE.get(family, ()))
   io = np.load(os.path.join(path, 'io.npz'))
   encoder = converted.build()
   x = io['ids'] if 'ids' in io else io['pixels']
