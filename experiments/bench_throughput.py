@@ -28,6 +28,8 @@ _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
 _OUT = flags.DEFINE_string('out', None, 'JSON file the result is appended to.')
 _LABEL = flags.DEFINE_string('label', None, 'Name of this run in the table '
                              '(default: the config file and its settings).')
+_PROFILE = flags.DEFINE_integer('profile_steps', 0, 'Steps traced to show '
+                                'where the time goes (op kinds, model parts).')
 _PEAK_SIZES = flags.DEFINE_list('peak_sizes', None, 'Matrix sizes of the '
                                 'peak FLOP/s products (default by platform).')
 
@@ -41,7 +43,8 @@ def main(argv):
   result = throughput.benchmark(_CONFIG.value, steps=_STEPS.value,
                                 warmup=_WARMUP.value,
                                 peak_sizes=_PEAK_SIZES.value and [
-                                    int(n) for n in _PEAK_SIZES.value])
+                                    int(n) for n in _PEAK_SIZES.value],
+                                profile_steps=_PROFILE.value)
   result['label'] = _LABEL.value or throughput.default_label(
       flags.FLAGS['config'].config_filename, result)
   results = (throughput.append_result(_OUT.value, result) if _OUT.value
@@ -49,6 +52,8 @@ def main(argv):
   print(f'{result["device"]}; ' + ', '.join(
       f'{k}={result[k]}' for k in ('peak_memory_source', 'jax_version')))
   print(throughput.format_table(results))
+  if 'op_profile' in result:
+    print(throughput.format_op_profile(result['op_profile']))
 
 
 if __name__ == '__main__':

@@ -28,7 +28,7 @@ def test_bench_throughput_writes_every_measurement(data_dir, tmp_path):
       f'--config.dataset.data_dir={data_dir}',
       '--config.input.global_batch_size=4', *small,
       '--steps=2', '--warmup=1', '--peak_sizes=128,256', '--label=new',
-      f'--out={out}',
+      '--profile_steps=1', f'--out={out}',
   ], capture_output=True, text=True, timeout=600, env=subprocess_env(2),
       cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -38,7 +38,8 @@ def test_bench_throughput_writes_every_measurement(data_dir, tmp_path):
   assert r['device'] == '2 x cpu' and r['batch_size'] == 4
   assert r['steps'] == 2 and len(r['step_seconds_all']) == 2
   assert r['step_seconds_median'] == np.median(r['step_seconds_all'])
-  assert 0 < r['compile_seconds'] and 0 < r['step_seconds_median']
+  assert 0 < r['lower_seconds'] < r['compile_seconds']
+  assert 0 < r['step_seconds_median']
   assert r['examples_per_second'] == 4 / r['step_seconds_median']
   # Analytic (matmuls only) and XLA (everything, over both devices) FLOPs
   # agree roughly: the model's FLOPs are mostly matmuls.
@@ -51,6 +52,16 @@ def test_bench_throughput_writes_every_measurement(data_dir, tmp_path):
   # The table has a row per result.
   assert result.stdout.count('| earlier |') == 1
   assert result.stdout.count('| new |') == 1
+  # Where the step's time goes: every traced op counted once in each view,
+  # the towers' forward and backward passes told apart.
+  profile = r['op_profile']
+  assert profile['total'] > 0
+  for view in ('by_kind', 'by_part'):
+    assert sum(profile[view].values()) == pytest.approx(profile['total'])
+  for part in ('image_encoder', 'audio_encoder', 'text_encoder', 'fusion'):
+    assert f'{part} (forward)' in profile['by_part']
+    assert f'{part} (backward)' in profile['by_part']
+  assert '| XLA op kind |' in result.stdout
 
 
 def test_bench_input_times_pipeline_step_and_loop(data_dir, tmp_path):

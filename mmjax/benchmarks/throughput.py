@@ -35,6 +35,7 @@ import numpy as np
 from mmjax import data
 from mmjax import fileio
 from mmjax import reporting
+from mmjax.benchmarks import op_profile
 from mmjax.errors import ConfigError
 from mmjax.models import layers
 from mmjax.experiment import Experiment
@@ -149,7 +150,8 @@ def peak_memory(device: jax.Device) -> Dict[str, Any]:
 
 
 def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
-              peak_sizes: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+              peak_sizes: Optional[Sequence[int]] = None,
+              profile_steps: int = 0) -> Dict[str, Any]:
   """Compiles and times the training step of `config` on one fixed batch.
 
   The batch is put on the devices once, so the input pipeline and the host
@@ -162,6 +164,8 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
     warmup: steps run before timing.
     peak_sizes: matrix sizes of the peak-FLOP/s products (default 1024,
       2048, 4096 on CPU; 4096, 8192 on accelerators).
+    profile_steps: steps traced after the timed ones for `op_profile`
+      (where the step's time goes; 0: none).
   Returns:
     A JSON-able dict of the measurements and the settings they belong to.
   """
@@ -200,6 +204,10 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
     step_times.append(time.perf_counter() - begin)
   # Memory before the peak products, whose buffers would count on CPU.
   result = peak_memory(devices[0])
+  if profile_steps:
+    result['op_profile'], state = op_profile.profile_ops(
+        lambda s: compiled(s, batch)[0], state, compiled.as_text(),
+        profile_steps)
   step_time = float(np.median(step_times)) if step_times else None
   # The best of two measurements, so that a busy moment on a shared machine
   # does not lower the peak (and inflate the MFU).
@@ -257,6 +265,19 @@ COLUMNS = (  # Of `format_table`.
     ('peak_memory_bytes', 'peak memory MiB', reporting.fixed('{:.0f}', 2**-20)),
     ('xla_temp_bytes', 'XLA temp MiB', reporting.fixed('{:.0f}', 2**-20)),
 )
+
+
+def format_op_profile(profile: Mapping[str, Any], top: int = 12) -> str:
+  """The largest shares of a step's op time by kind and by model part."""
+  lines = []
+  for field, title in (('by_part', 'model part'), ('by_kind', 'XLA op kind')):
+    rows = [dict(name=name, seconds=seconds, share=seconds / profile['total'])
+            for name, seconds in list(profile[field].items())[:top]]
+    lines.append(reporting.markdown_table(rows, (
+        ('name', title, reporting.text),
+        ('seconds', 'thread ms / step', reporting.fixed('{:.1f}', 1e3)),
+        ('share', 'share', reporting.fixed('{:.1%}')))))
+  return '\n\n'.join(lines)
 
 
 def default_label(config_file: str, result: Mapping[str, Any]) -> str:
