@@ -171,10 +171,12 @@ class Torchvision:
           f'are not a ResNet mmjax has (depth: blocks per stage; {known}).')
     for stage in range(4):
       name = f'{prefix}layer{stage + 1}.0.conv1.weight'
-      want = width * 2**stage
-      if name in tensors and np.shape(tensors[name])[0] != want:
+      if name not in tensors:
+        continue  # The rules report it missing.
+      want, channels = width * 2**stage, np.shape(tensors[name])[:1]
+      if channels != (want,):
         raise ConversionError(
-            f'{source}: {name} has {np.shape(tensors[name])[0]} output '
+            f'{source}: {name} has {channels[0] if channels else 0} output '
             f'channels; mmjax\'s ResNet with the stem\'s {width} '
             f'({prefix}conv1.weight) needs {want}: a wide ResNet or ResNeXt '
             '(width_per_group, groups) is not a ResNet mmjax has.')
