@@ -134,3 +134,21 @@ def test_mean_and_shuffled_frames_ignore_the_order():
     np.testing.assert_allclose(out['video'][0], video.mean(axis=0), rtol=1e-6)
   with pytest.raises(Exception, match='random'):
     _pp('decode_video|random_temporal_crop(4)')
+
+
+def test_random_temporal_crop_takes_consecutive_frames():
+  video = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones(
+      (1, 2, 2, 1), np.uint8)
+  pp = Preprocess.parse('decode_video|random_temporal_crop(4)', {},
+                        'input.pp_train')
+  starts = set()
+  for seed in range(20):
+    out = pp({'video': video}, np.random.default_rng(seed))
+    first = int(out['video'][0, 0, 0, 0])
+    np.testing.assert_array_equal(out['video'][:, 0, 0, 0],
+                                  np.arange(first, first + 4))
+    assert out['video_mask'].all() and out['video_present']
+    starts.add(first)
+  assert len(starts) > 3 and max(starts) <= 6
+  short = pp({'video': video[:2]}, np.random.default_rng(0))  # Padded.
+  np.testing.assert_array_equal(short['video_mask'], [1, 1, 0, 0])
