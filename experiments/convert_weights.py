@@ -3,9 +3,12 @@ r"""Converts a PyTorch tower checkpoint into an mmjax warm-start checkpoint.
   python experiments/convert_weights.py --family=resnet \
       --weights=resnet-50/model.safetensors --workdir=runs/resnet50_init
 
-Families: resnet, vit, clip_vision, clip_text (Hugging Face layouts; see
-mmjax/convert). The model's config.json is read from beside the weights
-(or --config_json); .pth/.pt/.bin files need PyTorch for the conversion.
+Families: resnet, vit, clip_vision, clip_text (Hugging Face layouts: the
+model's config.json is read from beside the weights, or --config_json) and
+torchvision_resnet (a torchvision ResNet state dict: depth and width are
+read from the tensors, so no config; --ignore='fc.*' leaves out its
+classifier). See mmjax/convert; .pth/.pt/.bin files need PyTorch for the
+conversion.
 Writes <workdir>/checkpoints/0, holding the tower's variables under
 <modality>_encoder as a training run saves them, and <workdir>/encoder.json,
 the tower's encoder config. Set config.model.encoders.<modality> to that
