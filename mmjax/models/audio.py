@@ -61,16 +61,19 @@ class AudioCNN(AudioEncoder):
                *, train: bool) -> Tuple[jax.Array, jax.Array]:
     del train  # No dropout or BatchNorm.
     x, mask = self.frontend(waveform, mask)
-    x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
-        einops.rearrange(x, 'batch time feature -> batch time feature 1'
-                         ).astype(self.dtype))
-    tokens = x.mean(axis=2)  # Over the feature axis: [B, F', channels].
+    tokens = self.convolve(x.astype(self.dtype))
     factor = 2**len(self.channels)
     return tokens, layers.downsample_mask(mask, factor, tokens.shape[1])
 
+  def convolve(self, x: jax.Array) -> jax.Array:
+    """Features [B, F, K] -> tokens [B, F // 2^n, channels[-1]]."""
+    x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
+        einops.rearrange(x, 'batch time feature -> batch time feature 1'))
+    return x.mean(axis=2)  # Over the feature axis.
+
 
 @ENCODERS['audio'].register('tcnn')
-class AudioTemporalCNN(AudioEncoder):
+class AudioTemporalCNN(AudioCNN):
   """1-D CNN over time whose input channels are the feature bins (as in
   TC-ResNet, Choi et al., 2019): conv (3 frames) + ReLU + max-pool 2 per
   entry of `channels`; tokens [B, F // 2^n, channels[-1]] over time.
@@ -82,24 +85,15 @@ class AudioTemporalCNN(AudioEncoder):
   layer, where the 2-D CNN's field grows from 3x3 bins.
   """
   channels: Sequence[int] = (64, 128, 128)
-  dtype: layers.Dtype = jnp.float32
-  param_dtype: layers.Dtype = jnp.float32
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(channels=(64, 64)),
       'small': dict(channels=(64, 128, 128)),
   }
-  CHOICES: ClassVar[Dict[str, Tuple[Any, ...]]] = FRONTEND_CHOICES
 
-  @nn.compact
-  def __call__(self, waveform: jax.Array, mask: Optional[jax.Array] = None,
-               *, train: bool) -> Tuple[jax.Array, jax.Array]:
-    del train  # No dropout or BatchNorm.
-    x, mask = self.frontend(waveform, mask)
-    tokens = ConvStack(self.channels, self.dtype, self.param_dtype,
-                       kernel_size=(3,), name='convs')(x.astype(self.dtype))
-    factor = 2**len(self.channels)
-    return tokens, layers.downsample_mask(mask, factor, tokens.shape[1])
+  def convolve(self, x: jax.Array) -> jax.Array:
+    return ConvStack(self.channels, self.dtype, self.param_dtype,
+                     kernel_size=(3,), name='convs')(x)
 
 
 @ENCODERS['audio'].register('lstm')
