@@ -544,25 +544,18 @@ def _check_media(manifest: str, row: _Row, limits: _Limits) -> None:
   Raises:
     ManifestError: a bad file (module docstring, Bad input).
   """
-  if row.image:
+  for path, find_problem, errors, bad_file in (
+      (row.image, _image_problem, _IMAGE_ERRORS, _bad_image),
+      (row.audio, _audio_problem, _AUDIO_ERRORS, _bad_audio),
+      (row.video, _video_problem, _IMAGE_ERRORS, _bad_video)):
+    if not path:
+      continue
     try:
-      problem = _image_problem(row.image, limits)
-    except _IMAGE_ERRORS as e:
-      raise _row_error(manifest, row.line, 'bad_image',
-                       f'cannot decode image {row.image} '
-                       f'({type(e).__name__}: {e}); replace it with a valid '
-                       'PNG or JPEG file or remove the row.', row.image) from e
+      problem = find_problem(path, limits)
+    except errors as e:
+      raise bad_file(manifest, row, e) from e
     if problem:
-      raise _row_error(manifest, row.line, *problem, row.image)
-  if row.audio:
-    try:
-      problem = _audio_problem(row.audio, limits)
-    except _AUDIO_ERRORS as e:
-      raise _bad_audio(manifest, row, e) from e
-    if problem:
-      raise _row_error(manifest, row.line, *problem, row.audio)
-  if row.video:
-    _check_video(manifest, row, limits)
+      raise _row_error(manifest, row.line, *problem, path)
 
 
 @contextlib.contextmanager
@@ -892,17 +885,18 @@ def _video_problem(path: str, limits: _Limits) -> Optional[Tuple[str, str]]:
   return None
 
 
-def _check_video(manifest: str, row: _Row, limits: _Limits) -> None:
-  """Raises the ManifestError of a bad video of `row` (see _video_problem)."""
-  try:
-    problem = _video_problem(row.video, limits)
-  except _IMAGE_ERRORS as e:
-    raise _row_error(manifest, row.line, 'bad_video',
-                     f'cannot decode video {row.video} ({type(e).__name__}: '
-                     f'{e}); replace it with a uint8 .npy file or a directory '
-                     'of image frames, or remove the row.', row.video) from e
-  if problem:
-    raise _row_error(manifest, row.line, *problem, row.video)
+def _bad_image(manifest: str, row: _Row, error: Exception) -> ManifestError:
+  return _row_error(manifest, row.line, 'bad_image',
+                    f'cannot decode image {row.image} '
+                    f'({type(error).__name__}: {error}); replace it with a '
+                    'valid PNG or JPEG file or remove the row.', row.image)
+
+
+def _bad_video(manifest: str, row: _Row, error: Exception) -> ManifestError:
+  return _row_error(manifest, row.line, 'bad_video',
+                    f'cannot decode video {row.video} ({type(error).__name__}:'
+                    f' {error}); replace it with a uint8 .npy file or a '
+                    'directory of image frames, or remove the row.', row.video)
 
 
 def _video_bytes(path: str) -> bytes:
