@@ -97,6 +97,10 @@ def get_config(arg=None):
       # Batches prepared and put on the devices by a background thread while
       # the current step runs; 0 prepares each when the loop asks for it.
       prefetch=2,
+      # Keep each training example's output of the ops before the first
+      # random one in memory (read and decoded once, not every epoch), for
+      # splits that fit in memory: the batches are the same either way.
+      cache=False,
       pp_train='',  # Set below by `set_preprocessing`.
       pp_eval='',
   ))

@@ -69,6 +69,8 @@ class Experiment:
     self.spec, self.task = validated or validate(config, devices)
     parallel.enable_compilation_cache(config.compilation_cache_dir)
     self.pp_train, self.pp_eval = data.preprocessing(config.input, self.spec)
+    # Shared by this experiment's training iterators (`input.cache`).
+    self._train_cache = {} if config.input.cache else None
     self.example_spec = data.example_spec(self.spec, self.pp_train)
     eval_spec = data.example_spec(self.spec, self.pp_eval)
     if eval_spec != self.example_spec:
@@ -108,7 +110,8 @@ class Experiment:
         shard_count=jax.process_count(),
         num_workers=self.config.input.num_workers,
         prefetch=self.config.input.prefetch if on_device else 0,
-        put=self.runner.put if on_device else None)
+        put=self.runner.put if on_device else None,
+        cache=self._train_cache)
 
   def eval_batches(self) -> Iterator[Mapping[str, np.ndarray]]:
     return data.eval_iterator(

@@ -53,9 +53,14 @@ def time_ops(experiment: Experiment, count: int) -> Dict[str, float]:
 
 def pipeline_rate(experiment: Experiment, batches: int) -> float:
   """Examples/s of the training iterator alone (after a few warm-up
-  batches)."""
+  batches; with `input.cache`, after an epoch, which fills the cache)."""
+  config, spec = experiment.config, experiment.spec
+  warmup = _WARMUP_BATCHES
+  if config.input.cache:
+    warmup += -(-spec.num_examples(spec.train_split)
+                // config.input.global_batch_size)
   iterator = experiment.train_iterator()
-  for _ in range(_WARMUP_BATCHES):
+  for _ in range(warmup):
     next(iterator)
   start = time.perf_counter()
   for _ in range(batches):
@@ -140,6 +145,7 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int, steps: int,
       'pp_train': config.input.pp_train,
       'num_workers': config.input.num_workers,
       'prefetch': config.input.prefetch,
+      'cache': config.input.cache,
       'cpu_count': os.cpu_count(),
       'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
       'pipeline_examples_per_s': pipeline,

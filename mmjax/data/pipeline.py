@@ -14,7 +14,9 @@ is asynchronous, so the device does not wait for the host.
 """
 import functools
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+import os
+from typing import (Any, Callable, Dict, Mapping, MutableMapping, Optional,
+                    Sequence)
 
 import grain
 import jax
@@ -22,6 +24,7 @@ import numpy as np
 
 from mmjax.data.datasets import DatasetSpec
 from mmjax.data.preprocess import Preprocess
+from mmjax.errors import ConfigError
 
 # Main-process reading happens in the consuming thread: the prefetch thread
 # when `config.input.prefetch` > 0. The ops are Python holding the GIL, so
@@ -121,10 +124,51 @@ class _HostRows(grain.MapDataset):
     return self._parent[(batch * self._count + self._index) * self._rows + row]
 
 
+class _Cached(grain.MapDataset):
+  """`parent`'s elements, each computed on its first read and then kept in
+  `store` (index -> element); its arrays are made read-only, so that no later
+  op can change a kept one in place."""
+
+  def __init__(self, parent: grain.MapDataset,
+               store: MutableMapping[int, Dict[str, np.ndarray]]):
+    super().__init__(parent)
+    self._store = store
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    # Later epochs ask for index + epoch * len (sources wrap them around).
+    index %= len(self)
+    if index not in self._store:
+      element = self._parent[index]
+      for value in element.values():
+        if isinstance(value, np.ndarray):
+          value.setflags(write=False)
+      self._store[index] = element
+    return self._store[index]
+
+
+def _check_cache_fits(example: Mapping[str, Any], size: int) -> None:
+  """Raises when `size` examples like `example` need over half this host's
+  memory."""
+  needed = size * sum(np.asarray(v).nbytes for v in example.values())
+  memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  if needed > memory / 2:
+    raise ConfigError(
+        'input.cache', f'the training split\'s decoded examples need about '
+        f'{needed / 2**30:.1f} GiB, over half of this host\'s '
+        f'{memory / 2**30:.1f} GiB; set input.cache=False (or move the '
+        'memory-heavy ops after the first random op).')
+
+
 def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
                    seed: int, shard_index: int = 0, shard_count: int = 1,
                    num_workers: int = 0, prefetch: int = 0,
-                   put: Optional[Callable[[Any], Any]] = None
+                   put: Optional[Callable[[Any], Any]] = None,
+                   cache: Optional[MutableMapping[int, Any]] = None
                    ) -> grain.DatasetIterator:
   """An endless iterator of this host's rows of preprocessed, shuffled
   training batches.
@@ -154,6 +198,11 @@ def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
       iterator's state stays that of the last batch consumed.
     put: host batch -> batch on the devices (the runner's `put`), applied in
       the background thread; None yields host batches.
+    cache: where to keep each stored example's output of `pp`'s ops before
+      its first random op (`Preprocess.split_deterministic`), so that later
+      epochs read nothing and run only the random ops; the batches are the
+      same as without it. Share one mapping between the iterators of one
+      split and pipeline; None keeps nothing.
   Returns:
     A Grain DatasetIterator of dicts `key -> [batch_size, ...]` numpy arrays
     (the keys of `example_spec(spec, pp)`).
@@ -166,11 +215,16 @@ def train_iterator(spec: DatasetSpec, pp: Preprocess, *, batch_size: int,
         f'split {split!r} has {size} examples, fewer than one global batch '
         f'of {batch_size} x {shard_count} hosts; use a smaller batch or a '
         'larger split.')
-  source = spec.source(split, field='dataset.train_split')
-  stream = (grain.MapDataset.source(source)
-            .shuffle(seed)
-            .repeat()
-            .random_map(functools.partial(_apply, spec, pp), seed=seed))
+  stored = grain.MapDataset.source(
+      spec.source(split, field='dataset.train_split'))
+  if cache is None:
+    apply = functools.partial(_apply, spec, pp)
+  else:
+    fixed, pp = pp.split_deterministic()
+    stored = _Cached(stored.map(functools.partial(_apply, spec, fixed)), cache)
+    _check_cache_fits(stored[0], size)
+    apply = pp
+  stream = stored.shuffle(seed).repeat().random_map(apply, seed=seed)
   ds = (_HostRows(stream, batch_size, shard_index, shard_count)
         .batch(batch_size, drop_remainder=True,
                batch_fn=functools.partial(_stack, field=pp.field))

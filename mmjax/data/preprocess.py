@@ -16,7 +16,8 @@ so augmentations are reproducible and resume exactly.
 """
 import ast
 import dataclasses
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Protocol
+from typing import (Any, ClassVar, Dict, List, Mapping, Optional, Protocol,
+                    Tuple)
 
 import numpy as np
 
@@ -142,6 +143,16 @@ class Preprocess:
         raise ConfigError(field, f'op {name}: {e}') from None
       tokenizers.update(op.tokenizers())
     return cls(ops, meta, field, tokenizers)
+
+  def split_deterministic(self) -> Tuple['Preprocess', 'Preprocess']:
+    """(the ops before the first random one, the rest), so that the first
+    part's output, which depends only on the stored example, can be kept
+    (`input.cache`). Deterministic ops draw nothing from the generator, so
+    the two applied in turn give exactly what the whole pipeline gives."""
+    first_random = next((i for i, op in enumerate(self.ops) if op.random),
+                        len(self.ops))
+    return (dataclasses.replace(self, ops=self.ops[:first_random]),
+            dataclasses.replace(self, ops=self.ops[first_random:]))
 
   def prepare(self) -> None:
     for op in self.ops:

@@ -104,6 +104,51 @@ def test_hosts_assemble_the_single_host_batches(spec, shard_count):
   _assert_same_batches(assembled, single)
 
 
+class _CountingSource:
+  """A split's source that counts the reads of each index."""
+
+  def __init__(self, source):
+    self._source, self.reads = source, {}
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    self.reads[index] = self.reads.get(index, 0) + 1
+    return self._source[index]
+
+
+def test_cache_gives_the_same_batches_reading_each_example_once(
+    spec, pp, monkeypatch):
+  pp = Preprocess.parse(RANDOM_PP, spec.meta, 'input.pp_train')
+  fixed, rest = pp.split_deterministic()
+  assert [type(op).__name__ for op in fixed.ops] == ['DecodeImage']
+  assert fixed.ops + rest.ops == pp.ops
+  expected = _take(pipeline.train_iterator(spec, pp, batch_size=24, seed=0),
+                   24)  # Over two epochs (10.7 batches each).
+  counted = _CountingSource(spec.source(spec.train_split))
+  monkeypatch.setattr(spec, 'source', lambda *a, **k: counted)
+  store = {}
+  cached = pipeline.train_iterator(spec, pp, batch_size=24, seed=0,
+                                   cache=store)
+  _assert_same_batches(_take(cached, 12), expected[:12])
+  state = cached.get_state()
+  resumed = pipeline.train_iterator(spec, pp, batch_size=24, seed=0,
+                                    cache=store)
+  resumed.set_state(state)
+  _assert_same_batches(_take(resumed, 12), expected[12:])
+  assert sorted(counted.reads) == list(range(TRAIN_SIZE))
+  assert set(counted.reads.values()) == {1}
+  with pytest.raises(ValueError, match='read-only'):
+    store[0]['image'][0, 0, 0] = 0
+
+
+def test_cache_too_large_for_memory_names_the_field(spec, pp, monkeypatch):
+  monkeypatch.setattr(pipeline.os, 'sysconf', lambda name: 1024)
+  with pytest.raises(ConfigError, match='input.cache'):
+    pipeline.train_iterator(spec, pp, batch_size=8, seed=0, cache={})
+
+
 def test_worker_processes_give_the_same_batches_and_resume(spec, pp):
   # Grain's worker processes read an absl flag; scripts parse flags via app.run.
   flags.FLAGS.mark_as_parsed()
