@@ -191,7 +191,9 @@ def get_config(arg=None):
       # it; True sets it aside and resumes from the previous good step.
       fallback_on_corrupt=False,
       # A workdir of another run: a new run starts from its newest
-      # checkpoint's parameters where name, shape and dtype match.
+      # checkpoint's parameters where name, shape and dtype match. Several,
+      # comma-separated: each array from the first run that has it (e.g.
+      # towers trained apart).
       warm_start_from='',
   ))
 

@@ -15,7 +15,7 @@ from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.nonfinite import NonFiniteGuard
 from mmjax.train.preemption import Interrupted, PreemptionWatcher
 from mmjax.train.progress import Progress
-from mmjax.train.warm_start import warm_start
+from mmjax.train.warm_start import warm_start, warm_start_sources
 from mmjax.train.writers import MetricWriter
 
 SUMMARY_FILE = 'summary.json'
@@ -78,7 +78,8 @@ def train(experiment, workdir: str, checkpointer: Checkpointer,
           fresh.replace(params=load_pretrained(fresh.params, config)))
     if config.checkpoint.warm_start_from:
       state = runner.from_checkpoint(warm_start(
-          runner.to_checkpoint(state), config.checkpoint.warm_start_from))
+          runner.to_checkpoint(state),
+          warm_start_sources(config.checkpoint.warm_start_from)))
   first_step = latest or 0
   preemption.check('restore', step=latest)
   num_params = _param_count(runner.to_checkpoint(state))

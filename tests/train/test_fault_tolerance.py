@@ -32,7 +32,8 @@ from mmjax.train import preemption
 from mmjax.train.checkpoint import (CORRUPT_PREFIX, FILES, TMP_MARKER,
                                     Checkpointer)
 from mmjax.experiment import Experiment
-from mmjax.train.warm_start import merge_matching, warm_start
+from mmjax.train.warm_start import (merge_matching, warm_start,
+                                    warm_start_sources)
 from mmjax.train.workdir import LOCK_FILE, WorkdirLock
 from mmjax.train.writers import read_metrics
 from trees import assert_trees_equal
@@ -312,7 +313,7 @@ def test_warm_start_loads_matching_arrays_and_lists_the_rest(reference):
     experiment = _experiment(f.read(), 1, (('data', 1), ('fsdp', 1),
                                            ('tensor', 1)))
   fresh = experiment.runner.init(experiment.init_rng)
-  state = warm_start(fresh, reference)
+  state = warm_start(fresh, [reference])
   assert_trees_equal(jax.tree.map(np.asarray, state.params),
                      _params(reference, STEPS))
   assert int(state.step) == 0  # A new run: step and optimizer start afresh.
@@ -324,6 +325,26 @@ def test_warm_start_loads_matching_arrays_and_lists_the_rest(reference):
   assert kept == ['b']
   assert_trees_equal(merged, {'a': np.ones(2, np.float32),
                               'b': np.zeros(3, np.float32)})
+
+
+def test_warm_start_from_several_runs_takes_each_array_from_the_first(
+    reference, tmp_path):
+  """Two runs that both hold every array: the one listed first gives them."""
+  early = str(tmp_path / 'early')  # The same run, its step STEPS // 2.
+  shutil.copytree(reference, early)
+  shutil.rmtree(os.path.join(early, 'checkpoints', str(STEPS)))
+  with open(os.path.join(reference, 'config.json')) as f:
+    experiment = _experiment(f.read(), 1, (('data', 1), ('fsdp', 1),
+                                           ('tensor', 1)))
+  fresh = experiment.runner.init(experiment.init_rng)
+  for runs, step in (([early, reference], STEPS // 2),
+                     ([reference, early], STEPS)):
+    state = warm_start(fresh, runs)
+    assert_trees_equal(jax.tree.map(np.asarray, state.params),
+                       _params(runs[0], step))
+  assert not np.array_equal(*(jax.tree.leaves(_params(r, s))[0] for r, s in
+                              ((early, STEPS // 2), (reference, STEPS))))
+  assert warm_start_sources(f' {early}, {reference} ,') == [early, reference]
 
 
 def test_sigterm_in_every_phase_exits_75_and_resumes_bitwise(
