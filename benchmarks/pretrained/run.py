@@ -11,11 +11,13 @@ arms are separate processes, so they may run at the same time (--init).
 --collect writes, here, results.json (every arm's summary.json) and
 results.csv (one row per arm: the task's metric).
 
-The pretrained arm starts from all-MiniLM-L6-v2's weights by a warm start
-from a step-0 checkpoint holding them (`mmjax.models.pretrained.
-load_pretrained` applied to the fresh parameters), since the trainer does
-not yet call `load_pretrained` itself; the from-scratch arm starts from the
-same config's random initialisation. Everything else is the same.
+The pretrained arm starts from all-MiniLM-L6-v2's weights (the trainer
+loads them into the fresh parameters, `mmjax.models.pretrained`); the
+from-scratch arm starts from the same config's random initialisation.
+Everything else is the same. (The committed results were made when the
+trainer did not load them yet: from a step-0 checkpoint holding the fresh
+parameters with the weights loaded, warm-started, which gives the same
+starting parameters.)
 """
 import csv
 import json
@@ -25,8 +27,7 @@ from absl import app, flags
 
 from configs import minilm, retrieval
 from mmjax import data
-from mmjax.experiment import SUMMARY_FILE, Experiment, train_and_evaluate
-from mmjax.models.pretrained import load_pretrained
+from mmjax.experiment import SUMMARY_FILE, train_and_evaluate
 
 TASKS = {'retrieval': (retrieval, 'text=minilm,init={}', 'mean_recall1'),
          'classification': (minilm, 'init={}', 'accuracy')}
@@ -51,21 +52,6 @@ def arm_config(task: str, init: str):
   c.eval_every_steps = c.checkpoint_every_steps = c.log_every_steps = (
       _STEPS.value)
   return c
-
-
-def pretrained_start(config, directory: str) -> None:
-  """Saves, as step 0 in `directory`, the fresh state of `config` with its
-  pretrained towers loaded (once: a finished directory is reused)."""
-  if os.path.exists(os.path.join(directory, 'checkpoints')):
-    return
-  experiment = Experiment(config)
-  runner = experiment.runner
-  state = runner.to_checkpoint(runner.init(experiment.init_rng))
-  state = state.replace(params=load_pretrained(state.params, config))
-  checkpointer = experiment.make_checkpointer(directory)
-  checkpointer.save(0, state, experiment.train_iterator())
-  checkpointer.wait()
-  checkpointer.close()
 
 
 def collect() -> None:
@@ -98,10 +84,6 @@ def main(argv):
     config = arm_config(_TASK.value, init)
     data.prepare(config)
     workdir = os.path.join(_WORKDIR.value, f'{_TASK.value}_{init}')
-    if init == 'pretrained':
-      start = f'{workdir}_start'
-      pretrained_start(config, start)
-      config.checkpoint.warm_start_from = start
     train_and_evaluate(config, workdir, progress=False)
 
 
