@@ -153,6 +153,9 @@ def get_config(arg=None):
       momentum=0.9,  # sgd only.
       nesterov=False,  # sgd only.
       grad_clip_norm=1.0,
+      # adam / adamw: the moments as one flat vector, updated in one piece
+      # (meshes that replicate parameters only).
+      flatten=False,
       # Gradients averaged over this many micro-batches of the global batch
       # per step (the same update, a fraction of the activation memory).
       accumulation_steps=1,

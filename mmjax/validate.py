@@ -155,7 +155,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
 
   task = TASKS.get(config.task.name, field='task.name')(config.task, spec,
                                                        pp_train)
-  check_optimizer_config(config.optimizer, config.num_train_steps)
+  optimizer = check_optimizer_config(config.optimizer, config.num_train_steps)
   _check_optimizer_groups(config, task)
 
   if config.parallel.mode not in PARALLEL_MODES:
@@ -167,6 +167,11 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
           f'{m!r} is not a modality; towers are {", ".join(MODALITIES)}.'))
   shape = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(
       config.parallel.mesh, num_devices)))
+  if optimizer.flatten and (shape['fsdp'] > 1 or shape['tensor'] > 1):
+    raise ConfigError('optimizer.flatten', (
+        f'needs replicated parameters, but mesh {shape} shards them over '
+        'fsdp / tensor, and one flat vector of moments would be replicated '
+        'on every device; set it to False or use a data-only mesh.'))
   parallel = (num_devices if config.parallel.mode == 'pmap' else
               sharding_lib.data_parallel_size(shape, config.parallel.rules))
   for field in ('global_batch_size', 'eval_batch_size'):

@@ -19,6 +19,13 @@ Fields (defaults in `default_optimizer_config`):
   momentum, nesterov        sgd; momentum 0 is plain SGD.
   grad_clip_norm            clip gradients to this global norm; 0 or None
                             disables clipping.
+  flatten                   adam and adamw: keep the moments as one flat
+                            vector and update it in one piece instead of
+                            one update per parameter (`optax.flatten`);
+                            the same arithmetic per element. For meshes
+                            that replicate parameters (checked in
+                            `mmjax.validate`): the flat moments carry no
+                            logical axes, so they are replicated.
   accumulation_steps        micro-batches per step, whose gradients the
                             train step (`mmjax.train.steps`) averages
                             before one update; checked in `mmjax.validate`.
@@ -61,7 +68,8 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       name='adamw', learning_rate=1e-3, warmup_steps=0, schedule='cosine',
       end_learning_rate_factor=0.0, weight_decay=0.0, b1=0.9, b2=0.999,
       eps=1e-8, momentum=0.9, nesterov=False, grad_clip_norm=None,
-      accumulation_steps=1, frozen=(), param_learning_rates=()))
+      flatten=False, accumulation_steps=1, frozen=(),
+      param_learning_rates=()))
 
 
 def _is_box(x: Any) -> bool:
@@ -107,13 +115,29 @@ def _add_l2(weight_decay: float, tx: optax.GradientTransformation):
   return optax.chain(optax.add_decayed_weights(weight_decay, decay_mask), tx)
 
 
+def _adamw(c: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
+  """optax.adamw, with `c.flatten` its moments over one flat vector (the
+  decay and the step size stay per parameter: the mask needs the tree)."""
+  if not c.flatten:
+    return optax.adamw(lr, c.b1, c.b2, c.eps, weight_decay=c.weight_decay,
+                       mask=decay_mask)
+  # optax.adamw's own chain, with the moments flattened.
+  return optax.chain(
+      optax.flatten(optax.scale_by_adam(c.b1, c.b2, c.eps)),
+      optax.add_decayed_weights(c.weight_decay, decay_mask),
+      optax.scale_by_learning_rate(lr))
+
+
+def _adam(c: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
+  tx = optax.adam(lr, c.b1, c.b2, c.eps)
+  return _add_l2(c.weight_decay, optax.flatten(tx) if c.flatten else tx)
+
+
 _OPTIMIZERS = {
-    'adamw': lambda c, lr: optax.adamw(
-        lr, c.b1, c.b2, c.eps, weight_decay=c.weight_decay, mask=decay_mask),
+    'adamw': _adamw,
     'lamb': lambda c, lr: optax.lamb(
         lr, c.b1, c.b2, c.eps, weight_decay=c.weight_decay, mask=decay_mask),
-    'adam': lambda c, lr: _add_l2(c.weight_decay,
-                                  optax.adam(lr, c.b1, c.b2, c.eps)),
+    'adam': _adam,
     'sgd': lambda c, lr: _add_l2(c.weight_decay, optax.sgd(
         lr, momentum=c.momentum or None, nesterov=c.nesterov)),
 }
@@ -171,9 +195,13 @@ def check_optimizer_config(cfg: ml_collections.ConfigDict,
     raise ConfigError(
         'optimizer.warmup_steps', f'must be an int in [0, num_train_steps='
         f'{num_train_steps}], got {warmup!r}.')
-  if not isinstance(c.nesterov, bool):
-    raise ConfigError('optimizer.nesterov',
-                      f'must be True or False, got {c.nesterov!r}.')
+  for field in ('nesterov', 'flatten'):
+    if not isinstance(c[field], bool):
+      raise ConfigError(f'optimizer.{field}',
+                        f'must be True or False, got {c[field]!r}.')
+  if c.flatten and c.name not in ('adam', 'adamw'):
+    raise ConfigError('optimizer.flatten', f'applies to adam and adamw, not '
+                      f'{c.name!r}; set it to False.')
   clip = c.grad_clip_norm
   if clip is not None and (not _is_number(clip) or clip < 0):
     raise ConfigError('optimizer.grad_clip_norm', 'must be a number >= 0, or '

@@ -108,6 +108,43 @@ def test_grad_clip_norm_caps_the_gradient_norm():
     np.testing.assert_allclose(optax.tree.norm(updates), norm, rtol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['adamw', 'adam'])
+def test_flatten_updates_like_per_parameter_moments(name):
+  """The moments over one flat vector give each parameter the update that
+  per-parameter moments give it, weight decay (kernels only) included."""
+  params = {'dense': {'kernel': jnp.linspace(-1., 1., 12).reshape(3, 4),
+                      'bias': jnp.linspace(0., 1., 4)},
+            'scale': jnp.ones(2)}
+  fields = dict(name=name, learning_rate=0.1, weight_decay=0.5,
+                grad_clip_norm=1.0)
+  plain, _ = make_optimizer(config(**fields), 10)
+  flat_tx, _ = make_optimizer(config(flatten=True, **fields), 10)
+  states = plain.init(params), flat_tx.init(params)
+  assert [x.shape for x in jax.tree.leaves(states[1])
+          if np.ndim(x)] == [(18,), (18,)]  # mu and nu: 12 + 4 + 2 values.
+  for step in range(3):
+    grads = jax.tree.map(lambda p: jnp.sin(p * (step + 2.)), params)
+    (expected, state0), (updates, state1) = (
+        tx.update(grads, state, params)
+        for tx, state in zip((plain, flat_tx), states))
+    states = state0, state1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
+                                                         atol=1e-7),
+                 expected, updates)
+  # The flat moments leave the decay per parameter: AdamW's mask still
+  # spares biases and scales.
+  if name == 'adamw':
+    undecayed, _ = make_optimizer(config(flatten=True, **{
+        **fields, 'weight_decay': 0.}), 10)
+    first = [tx.update(grads, tx.init(params), params)[0]
+             for tx in (flat_tx, undecayed)]
+    assert not np.allclose(first[0]['dense']['kernel'],
+                           first[1]['dense']['kernel'])
+    np.testing.assert_array_equal(first[0]['dense']['bias'],
+                                  first[1]['dense']['bias'])
+    np.testing.assert_array_equal(first[0]['scale'], first[1]['scale'])
+
+
 @pytest.mark.parametrize('fields, field, match', [
     (dict(name='rmsprop'), 'optimizer.name', 'adam, adamw, lamb, sgd'),
     (dict(schedule='step'), 'optimizer.schedule', 'constant, cosine, linear'),
@@ -119,6 +156,8 @@ def test_grad_clip_norm_caps_the_gradient_norm():
      r'\[0, 1\]'),
     (dict(grad_clip_norm=-1.0), 'optimizer.grad_clip_norm', '>= 0'),
     (dict(beta1=0.9), 'optimizer.beta1', 'b1, b2'),
+    (dict(name='sgd', flatten=True), 'optimizer.flatten', 'adam and adamw'),
+    (dict(flatten=1), 'optimizer.flatten', 'True or False'),
 ])
 def test_bad_config_raises_config_error(fields, field, match):
   with pytest.raises(ConfigError, match=match) as error:
