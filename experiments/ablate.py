@@ -28,6 +28,11 @@ with --print_commands or --job_array=FILE, and get the table with
 array task ended without a summary as failed, with the task's job id). The table is printed and
 written to <outdir>/ablation.csv and ablation.md.
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -9,6 +9,11 @@ Prints a table and writes `bench_input.json` into --workdir. The pipeline
 should deliver comfortably more than the step consumes (the aim is 1.5x);
 otherwise the accelerator waits for the host (see mmjax/benchmarks/input.py).
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -13,6 +13,11 @@ MFU is measured against a large matrix product timed on the same devices in
 the same run; see mmjax/benchmarks/throughput.py for how every figure is
 measured.
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

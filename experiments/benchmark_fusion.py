@@ -28,6 +28,11 @@ results.csv, results.md, metric_vs_flops.png, metric_vs_params.png and, where
 runs hold a robustness.json, robustness_<modality>.png (see
 mmjax/benchmarks/fusion.py).
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

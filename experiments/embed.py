@@ -13,6 +13,11 @@ fixed-size list column per embedding. The run's config comes from
 <workdir>/config.json, or from --config; the checkpoints are opened
 read-only.
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 from absl import app
 from absl import flags
 from absl import logging

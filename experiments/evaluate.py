@@ -13,6 +13,11 @@ Results are printed and written to --output (default
 first predictions next to their references). The checkpoints are opened read-only: this
 works while the run is still training.
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 import json
 import os
 

@@ -13,6 +13,11 @@ masking; text typos and word drops (see mmjax/robustness/corruptions.py).
 Writes robustness.json, robustness.md and robustness_<modality>.png into
 --output_dir (default: the workdir). With --baseline_workdir (a late-fusion
 run of the same task), adds effective robustness; the baseline's curves come
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 from its robustness.json when that holds them on the same levels and seed
 (run this script on the baseline first to evaluate it once), otherwise they
 are evaluated here. The checkpoints are opened read-only.

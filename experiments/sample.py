@@ -8,6 +8,11 @@ One row per text (comma-separated), `--n` images each, from the EMA
 generator (mmjax/evaluators/gan.py `sample`); texts are tokenized by the
 run's own preprocessing. Default output: <workdir>/samples/sample.png.
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 import os
 
 from absl import app

@@ -15,6 +15,11 @@ these under SLURM, which provides them: `srun python experiments/train.py
 TensorBoard events come from process 0; every process writes its part of each
 checkpoint.
 """
+from mmjax import host_memory
+
+# First, before NumPy is imported: mmjax/host_memory.py says why.
+host_memory.retain_freed_memory()
+
 import sys
 
 from absl import app

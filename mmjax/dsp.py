@@ -27,6 +27,7 @@ Conventions:
             the frames of the unpadded clip, so padding never reaches a valid
             frame's features.
 """
+import math
 from typing import Optional, Tuple
 
 import jax
@@ -50,11 +51,34 @@ def num_frames(num_samples: int, n_fft: int, hop_length: int) -> int:
   return 1 + (num_samples - n_fft) // hop_length
 
 
+def _block_frames(x: jax.Array, n_fft: int, hop_length: int,
+                  reduce_block=None) -> jax.Array:
+  """Frames of each row as gathered blocks: [B, N] -> [B, frames, n_fft / g,
+  g] with g = gcd(n_fft, hop_length), or [B, frames, n_fft / g] when
+  `reduce_block` (e.g. `all`) reduces each block first.
+
+  A frame is n_fft / g whole blocks of g samples, so the gather moves rows
+  of g samples instead of single samples: on XLA:CPU a per-sample gather of
+  the frames (fused with the window) ran 8x slower than this
+  (docs/benchmarks.md, audio path).
+  """
+  count = num_frames(x.shape[-1], n_fft, hop_length)
+  g = math.gcd(n_fft, hop_length)
+  stride, width = hop_length // g, n_fft // g
+  used = ((count - 1) * stride + width) * g
+  blocks = x[:, :used].reshape(x.shape[0], -1, g)
+  if reduce_block is not None:
+    blocks = reduce_block(blocks, axis=-1)
+  if stride == 1:  # hop_length divides n_fft: shifted slices, no gather.
+    xp = _xp(blocks)
+    return xp.stack([blocks[:, k:k + count] for k in range(width)], axis=2)
+  return blocks[:, stride * np.arange(count)[:, None] + np.arange(width)]
+
+
 def frames(x: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
   """Overlapping frames of each row: [B, N] -> [B, frames, n_fft]."""
-  count = num_frames(x.shape[-1], n_fft, hop_length)
-  index = (hop_length * np.arange(count)[:, None] + np.arange(n_fft)[None, :])
-  return x[:, index]
+  out = _block_frames(x, n_fft, hop_length)
+  return out.reshape(*out.shape[:2], n_fft)
 
 
 def hz_to_mel(hz):
@@ -117,7 +141,10 @@ def frame_mask(sample_mask: jax.Array, n_fft: int, hop_length: int
                ) -> jax.Array:
   """Valid frames: sample mask [B, N] -> [B, frames] bool, all samples valid."""
   xp = _xp(sample_mask)
-  return frames(xp.asarray(sample_mask, bool), n_fft, hop_length).all(axis=-1)
+  # A frame is valid when each of its blocks is: reducing the blocks first
+  # gathers n_fft / g values per frame instead of n_fft.
+  return _block_frames(xp.asarray(sample_mask, bool), n_fft, hop_length,
+                       xp.all).all(axis=-1)
 
 
 def features(waveform: jax.Array, mask: jax.Array, kind: str,

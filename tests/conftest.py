@@ -1,7 +1,12 @@
 """Test set-up: 8 forced CPU devices, set before JAX is imported anywhere."""
 import os
 
-from cpu_devices import xla_flags
+from mmjax import host_memory
+
+# Before anything imports NumPy, as the scripts do: mmjax/host_memory.py.
+host_memory.retain_freed_memory()
+
+from cpu_devices import xla_flags  # noqa: E402
 
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' ' + xla_flags(8)).strip()

@@ -34,6 +34,7 @@ import numpy as np
 
 from mmjax import data
 from mmjax import fileio
+from mmjax import host_memory
 from mmjax import reporting
 from mmjax.benchmarks import op_profile
 from mmjax.errors import ConfigError
@@ -197,11 +198,13 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
   step_times = []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(steps):
     begin = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
     step_times.append(time.perf_counter() - begin)
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
   # Memory before the peak products, whose buffers would count on CPU.
   result = peak_memory(devices[0])
   if profile_steps:
@@ -237,6 +240,10 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
       'warmup': warmup,
       'step_seconds_median': step_time,
       'step_seconds_all': step_times,
+      # Pages the process touched for the first time per step: XLA:CPU's
+      # temporary buffer, unless mmjax.host_memory keeps it.
+      'page_faults_per_step': faults / steps if steps else None,
+      'retained_freed_memory': host_memory.retained(),
       'examples_per_second': batch_size / step_time if step_time else None,
       'flops_per_step_analytic': analytic,
       'flops_per_step_xla': xla_flops(compiled) * len(devices),

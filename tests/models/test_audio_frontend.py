@@ -87,9 +87,24 @@ def test_pure_tone_peaks_in_its_mel_bin(frequency):
   assert np.argmax(np.asarray(log_mel[0]).mean(axis=0)) == expected
 
 
-def test_frame_mask_matches_framing():
-  n_fft, hop, n = 256, 128, 1000
-  lengths = np.array([1000, 700, 384, 383, 100, 0])
+# Hops that divide n_fft (shifted slices) and that do not (gathered blocks).
+HOPS = [(256, 128), (256, 64), (400, 160), (200, 75)]
+
+
+@pytest.mark.parametrize('n_fft,hop', HOPS)
+@pytest.mark.parametrize('xp', [np, jax.numpy])
+def test_frames_are_the_samples_each_frame_covers(n_fft, hop, xp):
+  x = np.random.default_rng(0).normal(size=(3, 1001)).astype(np.float32)
+  got = dsp.frames(xp.asarray(x), n_fft, hop)
+  starts = range(0, 1001 - n_fft + 1, hop)
+  np.testing.assert_array_equal(
+      got, np.stack([[row[s:s + n_fft] for s in starts] for row in x]))
+
+
+@pytest.mark.parametrize('n_fft,hop', HOPS)
+def test_frame_mask_matches_framing(n_fft, hop):
+  n = 1000
+  lengths = np.array([1000, 700, n_fft + hop, n_fft + hop - 1, 100, 0])
   mask = np.arange(n)[None, :] < lengths[:, None]
   frames = np.asarray(dsp.frame_mask(mask, n_fft, hop))
   assert frames.shape == (len(lengths), dsp.num_frames(n, n_fft, hop))
