@@ -55,9 +55,12 @@ def _check_speed_options(config: ml_collections.ConfigDict,
     raise ConfigError('model.param_dtype', f'{name!r} is not a float dtype '
                       "name; use 'float32' (or e.g. 'bfloat16').")
   for field, allowed in (('remat', tuple(layers.REMAT_POLICIES)),
-                         ('attention', layers.ATTENTION_KERNELS)):
-    if mc.get(field) not in allowed:
-      raise ConfigError(f'model.{field}', f'got {mc.get(field)!r}; valid '
+                         ('attention', layers.ATTENTION_KERNELS),
+                         ('conv_kernel_grad', layers.CONV_KERNEL_GRADS)):
+    # conv_kernel_grad is absent from the configs of runs older than it.
+    value = mc.get(field, 'xla' if field == 'conv_kernel_grad' else None)
+    if value not in allowed:
+      raise ConfigError(f'model.{field}', f'got {value!r}; valid '
                         f'values are: {", ".join(allowed)}.')
   if not isinstance(mc.get('scan_layers'), bool):
     raise ConfigError('model.scan_layers', 'must be True or False, got '

@@ -49,6 +49,7 @@ class AudioCNN(AudioEncoder):
   channels: Sequence[int] = (32, 64, 128)
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(channels=(16, 32)),
@@ -67,7 +68,9 @@ class AudioCNN(AudioEncoder):
 
   def convolve(self, x: jax.Array) -> jax.Array:
     """Features [B, F, K] -> tokens [B, F // 2^n, channels[-1]]."""
-    x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
+    x = ConvStack(self.channels, self.dtype, self.param_dtype,
+                  kernel_grad=self.block_options.conv_kernel_grad,
+                  name='convs')(
         einops.rearrange(x, 'batch time feature -> batch time feature 1'))
     return x.mean(axis=2)  # Over the feature axis.
 
@@ -93,7 +96,9 @@ class AudioTemporalCNN(AudioCNN):
 
   def convolve(self, x: jax.Array) -> jax.Array:
     return ConvStack(self.channels, self.dtype, self.param_dtype,
-                     kernel_size=(3,), name='convs')(x)
+                     kernel_size=(3,),
+                     kernel_grad=self.block_options.conv_kernel_grad,
+                     name='convs')(x)
 
 
 @ENCODERS['audio'].register('lstm')

@@ -23,13 +23,15 @@ def conv(features: int, kernel_size: Tuple[int, ...],
          strides: Optional[Tuple[int, ...]] = None, padding: Any = 'SAME',
          use_bias: bool = True, dtype: layers.Dtype = jnp.float32,
          name: Optional[str] = None,
-         param_dtype: layers.Dtype = jnp.float32) -> nn.Conv:
+         param_dtype: layers.Dtype = jnp.float32,
+         kernel_grad: str = 'xla') -> nn.Conv:
   """nn.Conv whose kernel [*kernel_size, in, out] and bias [out] carry axis
   names; 1-D, 2-D or 3-D by the length of `kernel_size` (strides default 1).
 
   `padding` 'symmetric' pads kernel_size // 2 on both sides of each axis, as
   PyTorch's convs do; Flax's 'SAME' puts the odd pixel of a strided conv's
   padding at the end instead, which shifts the sampling grid by one pixel.
+  `kernel_grad` is a `layers.BlockOptions.conv_kernel_grad`.
   """
   if padding == 'symmetric':
     padding = [(k // 2, k // 2) for k in kernel_size]
@@ -37,7 +39,9 @@ def conv(features: int, kernel_size: Tuple[int, ...],
                  use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                  name=name, kernel_init=layers.kernel(
                      (None,) * (len(kernel_size) + 1) + ('channels',)),
-                 bias_init=layers.bias(('channels',)))
+                 bias_init=layers.bias(('channels',)),
+                 conv_general_dilated=(layers.conv_offset_kernel_grad if
+                                       kernel_grad == 'offsets' else None))
 
 
 def feature_map_tokens(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -58,13 +62,15 @@ class ConvStack(nn.Module):
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
   kernel_size: Tuple[int, ...] = (3, 3)
+  kernel_grad: str = 'xla'  # layers.BlockOptions.conv_kernel_grad.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     pooled = tuple(range(1, len(self.kernel_size) + 1))
     for i, features in enumerate(self.channels):
       x = nn.relu(conv(features, tuple(self.kernel_size), dtype=self.dtype,
-                       name=f'conv{i}', param_dtype=self.param_dtype)(x))
+                       name=f'conv{i}', param_dtype=self.param_dtype,
+                       kernel_grad=self.kernel_grad)(x))
       x = layers.max_pool2(x, pooled)
     return x
 
@@ -75,6 +81,7 @@ class ImageCNN(nn.Module):
   channels: Sequence[int] = (32, 64, 128)
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
+  block_options: layers.BlockOptions = layers.BlockOptions()
 
   SIZES: ClassVar[Dict[str, Dict[str, Any]]] = {
       'tiny': dict(channels=(16, 32, 32)),
@@ -85,8 +92,9 @@ class ImageCNN(nn.Module):
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
                train: bool) -> Tuple[jax.Array, jax.Array]:
     del mask, train  # Images are never padded; no dropout or BatchNorm.
-    x = ConvStack(self.channels, self.dtype, self.param_dtype, name='convs')(
-        x.astype(self.dtype))
+    x = ConvStack(self.channels, self.dtype, self.param_dtype,
+                  kernel_grad=self.block_options.conv_kernel_grad,
+                  name='convs')(x.astype(self.dtype))
     return feature_map_tokens(x)
 
 

@@ -28,6 +28,7 @@ sums (the Megatron layout).
 """
 import dataclasses
 import functools
+import itertools
 from typing import Any, Callable, Optional, Tuple
 
 import einops
@@ -98,11 +99,13 @@ REMAT_POLICIES = {
     'save_dots': jax.checkpoint_policies.checkpoint_dots,
 }
 ATTENTION_KERNELS = ('einsum', 'dot_product')
+CONV_KERNEL_GRADS = ('xla', 'offsets')  # BlockOptions.conv_kernel_grad.
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockOptions:
-  """Speed / memory options of transformer blocks (config.model.<field>).
+  """Speed / memory options of transformer blocks and conv stacks
+  (config.model.<field>).
 
   Attributes:
     remat: key of REMAT_POLICIES, applied to every block.
@@ -114,10 +117,15 @@ class BlockOptions:
       pick cuDNN's fused one on GPUs). Attention-weight dropout needs the
       explicit weights, so blocks with dropout > 0 use 'einsum' when
       training.
+    conv_kernel_grad: how the CNN towers' convs (`ConvStack`) compute their
+      kernel gradients: 'xla' (XLA's own) or 'offsets' (one matmul per
+      kernel offset, `conv_offset_kernel_grad`: much faster on XLA:CPU,
+      float32 rounding differs).
   """
   remat: str = 'none'
   scan: bool = False
   attention: str = 'einsum'
+  conv_kernel_grad: str = 'xla'
 
   def __post_init__(self):
     if self.remat not in REMAT_POLICIES:
@@ -126,6 +134,17 @@ class BlockOptions:
     if self.attention not in ATTENTION_KERNELS:
       raise ValueError(f'attention must be one of {ATTENTION_KERNELS}, got '
                        f'{self.attention!r}')
+    if self.conv_kernel_grad not in CONV_KERNEL_GRADS:
+      raise ValueError(f'conv_kernel_grad must be one of {CONV_KERNEL_GRADS}'
+                       f', got {self.conv_kernel_grad!r}')
+
+  @classmethod
+  def from_config(cls, model_config: Any) -> 'BlockOptions':
+    """The options of `config.model` (fields remat, scan_layers, attention,
+    conv_kernel_grad; the last is absent from runs older than it)."""
+    mc = model_config
+    return cls(remat=mc.remat, scan=mc.scan_layers, attention=mc.attention,
+               conv_kernel_grad=mc.get('conv_kernel_grad', 'xla'))
 
 
 def masked_mean(tokens: jax.Array, mask: jax.Array) -> jax.Array:
@@ -446,6 +465,84 @@ def _max_pool2_bwd(axes, residuals, g):
 
 
 max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
+
+
+
+def _channels_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
+  """[B, *spatial, C] inputs and outputs, [*window, in, out] kernels."""
+  spatial = tuple(range(1, ndim - 1))
+  return jax.lax.ConvDimensionNumbers((0, ndim - 1) + spatial,
+                                      (ndim - 1, ndim - 2) + tuple(
+                                          range(ndim - 2)),
+                                      (0, ndim - 1) + spatial)
+
+
+def _conv(x, kernel, padding, precision):
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1,) * (x.ndim - 2), padding, precision=precision,
+      dimension_numbers=_channels_last(x.ndim))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_offset_grad(x, kernel, padding, precision):
+  return _conv(x, kernel, padding, precision)
+
+
+def _conv_offset_grad_fwd(x, kernel, padding, precision):
+  return _conv(x, kernel, padding, precision), (x, kernel)
+
+
+def _conv_offset_grad_bwd(padding, precision, residuals, dy):
+  x, kernel = residuals
+  # The input's gradient exactly as XLA derives it; only the kernel's
+  # gradient is computed differently.
+  dx, = jax.vjp(lambda x: _conv(x, kernel, padding, precision), x)[1](dy)
+  window = kernel.shape[:-2]
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x.shape[1:-1], window,
+                                      (1,) * len(window), padding)
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  dy_rows = dy.reshape(-1, dy.shape[-1])
+  grads = []
+  for offset in itertools.product(*map(range, window)):
+    # The inputs each output position saw at this kernel offset.
+    seen = x[(slice(None),) + tuple(
+        slice(o, o + n) for o, n in zip(offset, dy.shape[1:-1]))]
+    grads.append(jnp.matmul(seen.reshape(-1, x.shape[-1]).T, dy_rows,
+                            precision=precision,
+                            preferred_element_type=jnp.float32))
+  return dx, jnp.stack(grads).reshape(kernel.shape).astype(kernel.dtype)
+
+
+_conv_offset_grad.defvjp(_conv_offset_grad_fwd, _conv_offset_grad_bwd)
+
+
+def conv_offset_kernel_grad(lhs, rhs, window_strides, padding,
+                            lhs_dilation=None, rhs_dilation=None,
+                            dimension_numbers=None, feature_group_count=1,
+                            precision=None):
+  """`jax.lax.conv_general_dilated` (as nn.Conv calls it) whose kernel
+  gradient is one matmul per kernel offset: for a 3x3 kernel, nine products
+  [in, B * H * W] x [B * H * W, out].
+
+  Same outputs and input gradients as the plain conv; the kernel gradient
+  sums the same products in another order (float32 rounding differs).
+  XLA:CPU computes a conv's kernel gradient as a convolution over the batch,
+  which ran 8-10x slower than these matmuls for the image CNN's 3x3 convs
+  (benchmarks/throughput.md). Stride-1, undilated, ungrouped channels-last
+  convs only; others (not used by ConvStack) take the plain conv.
+  """
+  plain = all(s == 1 for s in window_strides) and all(
+      d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))
+  ) and feature_group_count == 1 and (
+      dimension_numbers == _channels_last(lhs.ndim))
+  if not plain:
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+        dimension_numbers, feature_group_count, precision=precision)
+  if not isinstance(padding, str):
+    padding = tuple(map(tuple, padding))  # Hashable, for custom_vjp.
+  return _conv_offset_grad(lhs, rhs, padding, precision)
 
 
 def downsample_mask(mask: jax.Array, factor: int, length: int) -> jax.Array:

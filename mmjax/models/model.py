@@ -96,8 +96,7 @@ class MultimodalModel(nn.Module):
         fusion=mc.fusion, dim=mc.dim, num_outputs=num_outputs,
         head_dropout=mc.head_dropout, modality_dropout=mc.modality_dropout,
         dtype=jnp.dtype(mc.dtype), param_dtype=jnp.dtype(mc.param_dtype),
-        block_options=layers.BlockOptions(
-            remat=mc.remat, scan=mc.scan_layers, attention=mc.attention),
+        block_options=layers.BlockOptions.from_config(mc),
         **dataset_fields)
 
 

@@ -185,6 +185,5 @@ class Seq2Seq(nn.Module):
         fusion=mc.fusion, decoder=mc.decoder, decoding=mc.decoding,
         dim=mc.dim, num_outputs=num_outputs,
         dtype=jnp.dtype(mc.dtype), param_dtype=jnp.dtype(mc.param_dtype),
-        block_options=layers.BlockOptions(
-            remat=mc.remat, scan=mc.scan_layers, attention=mc.attention),
+        block_options=layers.BlockOptions.from_config(mc),
         **dataset_fields)

@@ -112,6 +112,5 @@ class TwoTower(nn.Module):
         temperature=config.task.get('temperature', 0.07),
         bias=config.task.get('bias', 0.0),
         dtype=jnp.dtype(mc.dtype), param_dtype=jnp.dtype(mc.param_dtype),
-        block_options=layers.BlockOptions(
-            remat=mc.remat, scan=mc.scan_layers, attention=mc.attention),
+        block_options=layers.BlockOptions.from_config(mc),
         **dataset_fields)

@@ -1,5 +1,5 @@
 """Speed and memory options: mixed precision, remat, scan, attention kernel,
-gradient accumulation, compilation cache. Each keeps the model's results."""
+conv kernel gradients, gradient accumulation, compilation cache. Each keeps the model's results."""
 import functools
 import os
 import subprocess
@@ -14,6 +14,9 @@ import pytest
 from configs import default
 from cpu_devices import subprocess_env
 from mmjax.errors import ConfigError
+from configs import manifest
+from mmjax.models import audio
+from mmjax.models import image
 from mmjax.models import layers
 from mmjax.experiment import Experiment
 from mmjax.train import parallel
@@ -270,6 +273,7 @@ def test_compilation_cache_is_on_by_default(monkeypatch, tmp_path):
     (dict(model__param_dtype=None), 'model.param_dtype'),
     (dict(model__remat='some'), 'model.remat'),
     (dict(model__attention='flash'), 'model.attention'),
+    (dict(model__conv_kernel_grad='fft'), 'model.conv_kernel_grad'),
     (dict(model__scan_layers=None), 'model.scan_layers'),
     (dict(optimizer__accumulation_steps=0), 'optimizer.accumulation_steps'),
     # 16 examples over 8 devices do not split into 4 micro-batches.
@@ -301,3 +305,56 @@ def test_max_pool2_equals_flax_max_pool_bitwise(shape, axes):
   assert value == ref_value
   np.testing.assert_array_equal(grad, ref_grad)
   assert (np.asarray(grad) != 0).sum() == weights.size  # One per window.
+
+
+@pytest.mark.parametrize('encoder, shape', [
+    (image.ImageCNN(channels=(8, 16)), (3, 16, 12, 3)),
+    (audio.AudioCNN(channels=(8, 16)), (3, 2000)),  # 2-D over log-mel.
+    (audio.AudioTemporalCNN(channels=(8, 16)), (3, 2000)),  # 1-D over time.
+])
+def test_offset_kernel_grads_change_only_the_kernel_gradients(encoder, shape):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+
+  def outputs_and_grads(kernel_grad):
+    model = encoder.clone(
+        block_options=layers.BlockOptions(conv_kernel_grad=kernel_grad))
+    params = model.init(jax.random.key(0), x, train=False)
+    loss = lambda p, x: (model.apply(p, x, train=False)[0]**2).sum()
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    convs = grad.lower(params, x).as_text().count('stablehlo.convolution')
+    return model.apply(params, x, train=False)[0], grad(params, x), convs
+
+  tokens, (grads, input_grad), convs = outputs_and_grads('xla')
+  offset_tokens, (offset_grads, offset_input_grad), offset_convs = (
+      outputs_and_grads('offsets'))
+  # Per conv: forward, input and kernel gradients; by offsets, no third.
+  assert (convs, offset_convs) == (6, 4)
+  np.testing.assert_array_equal(offset_tokens, tokens)
+  np.testing.assert_array_equal(offset_input_grad, input_grad)
+  for (path, grad), offset_grad in zip(
+      jax.tree_util.tree_leaves_with_path(grads),
+      jax.tree.leaves(offset_grads)):
+    if 'bias' in jax.tree_util.keystr(path):  # Not a kernel: the same sums.
+      np.testing.assert_array_equal(offset_grad, grad)
+    else:  # The same products, summed in another order.
+      np.testing.assert_allclose(offset_grad, grad, rtol=1e-5, atol=1e-6)
+
+
+def test_offset_kernel_grad_leaves_other_convs_to_xla():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 9, 9, 3)).astype(np.float32))
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+  numbers = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1),
+                                         (0, 3, 1, 2))
+  strided = lambda conv: lambda x, k: (conv(
+      x, k, (2, 2), 'SAME', dimension_numbers=numbers)**2).sum()
+  np.testing.assert_array_equal(
+      jax.grad(strided(layers.conv_offset_kernel_grad), 1)(x, kernel),
+      jax.grad(strided(jax.lax.conv_general_dilated), 1)(x, kernel))
+
+
+def test_manifest_config_uses_offset_kernel_grads():
+  config = manifest.get_config('name=pets')
+  assert config.model.conv_kernel_grad == 'offsets'
+  assert default.get_config().model.conv_kernel_grad == 'xla'
