@@ -25,7 +25,7 @@ CNN 'tcnn' unless audio=NAME says otherwise: at 16 kHz and 4 s it trains
 many times faster than the 2-D 'cnn' (docs/benchmarks.md, audio path).
 Its CNN towers compute their kernel gradients by offsets
 (model.conv_kernel_grad='offsets': float32 rounding differs from XLA's own,
-the step runs 1.3x faster on a 2-core CPU; 'xla' restores XLA's).
+and the step is faster on CPU, docs/benchmarks.md; 'xla' restores XLA's).
 The splits are 'train' and 'test' (--config.dataset.eval_split=validation
 to evaluate on another one).
 """

@@ -37,10 +37,11 @@ from mmjax.registry import MODELS
 Batch = Mapping[str, jax.Array]
 FIELDS = ('name', 'modalities', 'encoders', 'noise_dim', 'gen_width',
           'disc_width', 'dim', 'matching_aware', 'dtype', 'param_dtype',
-          'remat', 'scan_layers', 'attention')
+          'remat', 'scan_layers', 'attention', 'conv_kernel_grad')
 DEFAULTS = dict(noise_dim=64, gen_width=64, disc_width=64, dim=64,
                 matching_aware=True, dtype='float32', param_dtype='float32',
-                remat='none', scan_layers=False, attention='einsum')
+                remat='none', scan_layers=False, attention='einsum',
+                conv_kernel_grad='xla')
 MODALITIES = ('image', 'text')
 EMA = 'generator_ema'
 BASE_SIZE = 4  # The generator starts, and the discriminator ends, at 4 x 4.
@@ -398,5 +399,6 @@ class GAN(CaptionModule):
                param_dtype=jnp.dtype(get('param_dtype')),
                block_options=layers.BlockOptions(
                    remat=get('remat'), scan=get('scan_layers'),
-                   attention=get('attention')),
+                   attention=get('attention'),
+                   conv_kernel_grad=get('conv_kernel_grad')),
                **dataset_fields)

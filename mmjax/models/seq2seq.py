@@ -32,7 +32,8 @@ from mmjax.registry import DECODERS, MODELS
 
 Batch = Mapping[str, jax.Array]
 FIELDS = ('name', 'modalities', 'encoders', 'fusion', 'decoder', 'decoding',
-          'dim', 'dtype', 'param_dtype', 'remat', 'scan_layers', 'attention')
+          'dim', 'dtype', 'param_dtype', 'remat', 'scan_layers', 'attention',
+          'conv_kernel_grad')
 DECODING_FIELDS = ('method', 'beam_size', 'alpha', 'max_len')
 DECODING_METHODS = ('greedy', 'beam')
 

@@ -24,7 +24,7 @@ from mmjax.registry import MODELS
 
 Batch = Mapping[str, jax.Array]
 FIELDS = ('name', 'modalities', 'encoders', 'dim', 'dtype', 'param_dtype',
-          'remat', 'scan_layers', 'attention')
+          'remat', 'scan_layers', 'attention', 'conv_kernel_grad')
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
