@@ -6,8 +6,8 @@ configs/bench.py) with `malloc`, from one of its own threads, and frees it at
 the end of the step. glibc serves such a block from that thread's arena,
 whose heaps are capped at 64 MiB, so it maps it fresh with `mmap` and unmaps
 it on `free`: every step then page-faults its whole temporary buffer back in
-(one fault per 4 KiB page, each zeroing it), which on a 2-core CPU cost more
-time than the step's convolutions (benchmarks/host_memory/).
+(one fault per 4 KiB page, each zeroing it): on a 2-core CPU the bench
+model's median step took 16 % longer for it (benchmarks/throughput.md).
 
 `retain_freed_memory` sets glibc's allocator, for this process, to do what
 accelerator allocators do: one arena for every thread, large blocks from its
