@@ -39,9 +39,7 @@ FIELDS = ('name', 'modalities', 'encoders', 'noise_dim', 'gen_width',
           'disc_width', 'dim', 'matching_aware', 'dtype', 'param_dtype',
           'remat', 'scan_layers', 'attention', 'conv_kernel_grad')
 DEFAULTS = dict(noise_dim=64, gen_width=64, disc_width=64, dim=64,
-                matching_aware=True, dtype='float32', param_dtype='float32',
-                remat='none', scan_layers=False, attention='einsum',
-                conv_kernel_grad='xla')
+                matching_aware=True, dtype='float32', param_dtype='float32')
 MODALITIES = ('image', 'text')
 EMA = 'generator_ema'
 BASE_SIZE = 4  # The generator starts, and the discriminator ends, at 4 x 4.
@@ -397,8 +395,5 @@ class GAN(CaptionModule):
                matching_aware=get('matching_aware'),
                dtype=jnp.dtype(get('dtype')),
                param_dtype=jnp.dtype(get('param_dtype')),
-               block_options=layers.BlockOptions(
-                   remat=get('remat'), scan=get('scan_layers'),
-                   attention=get('attention'),
-                   conv_kernel_grad=get('conv_kernel_grad')),
+               block_options=layers.BlockOptions.from_config(mc),
                **dataset_fields)

@@ -119,8 +119,8 @@ class BlockOptions:
       training.
     conv_kernel_grad: how the CNN towers' convs (`ConvStack`) compute their
       kernel gradients: 'xla' (XLA's own) or 'offsets' (one matmul per
-      kernel offset, `conv_offset_kernel_grad`: much faster on XLA:CPU,
-      float32 rounding differs).
+      kernel offset, `conv_offset_kernel_grad`: faster on XLA:CPU but for
+      convs with few input channels; float32 rounding differs).
   """
   remat: str = 'none'
   scan: bool = False
@@ -141,10 +141,12 @@ class BlockOptions:
   @classmethod
   def from_config(cls, model_config: Any) -> 'BlockOptions':
     """The options of `config.model` (fields remat, scan_layers, attention,
-    conv_kernel_grad; the last is absent from runs older than it)."""
-    mc = model_config
-    return cls(remat=mc.remat, scan=mc.scan_layers, attention=mc.attention,
-               conv_kernel_grad=mc.get('conv_kernel_grad', 'xla'))
+    conv_kernel_grad); an absent field (a GAN config's, or a run older than
+    the field) keeps this class's default."""
+    fields = dict(remat='remat', scan='scan_layers', attention='attention',
+                  conv_kernel_grad='conv_kernel_grad')
+    return cls(**{option: model_config[field] for option, field in
+                  fields.items() if field in model_config})
 
 
 def masked_mean(tokens: jax.Array, mask: jax.Array) -> jax.Array:
@@ -465,7 +467,6 @@ def _max_pool2_bwd(axes, residuals, g):
 
 
 max_pool2.defvjp(_max_pool2_fwd, _max_pool2_bwd)
-
 
 
 def _channels_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
