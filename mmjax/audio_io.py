@@ -16,6 +16,7 @@ with no mmjax imports, so a builder module loads without the package):
     int16 by INT16_SCALE.
   * Resampling is polyphase with the exact rational ratio of the two rates.
 """
+import functools
 import math
 from typing import Tuple
 
@@ -54,8 +55,29 @@ def resample(waveform: np.ndarray, rate: int, target_rate: int,
   # which every mmjax process would otherwise pay at start-up.
   import scipy.signal  # pylint: disable=g-import-not-at-top
   g = math.gcd(rate, target_rate)
-  return scipy.signal.resample_poly(waveform, target_rate // g, rate // g,
-                                    axis=axis).astype(np.float32)
+  up, down = target_rate // g, rate // g
+  return scipy.signal.resample_poly(
+      waveform, up, down, axis=axis,
+      window=_lowpass(up, down, waveform.dtype)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _lowpass(up: int, down: int, dtype: np.dtype) -> np.ndarray:
+  """The FIR low-pass `scipy.signal.resample_poly` designs for `up` / `down`
+  by default (Kaiser window, beta 5), in the dtype it would use for a
+  waveform of `dtype`, designed once per ratio rather than on every call
+  (the design costs more than filtering a clip of a second). Passed as
+  `window`, resample_poly copies it, so results are bitwise those of its own
+  design (tests/data/test_audio_io.py)."""
+  import scipy.signal  # pylint: disable=g-import-not-at-top
+  max_rate = max(up, down)
+  taps = scipy.signal.firwin(2 * 10 * max_rate + 1, 1. / max_rate,
+                             window=('kaiser', 5.0))
+  floating = np.issubdtype(dtype, np.floating) or np.issubdtype(
+      dtype, np.complexfloating)
+  taps = taps.astype(dtype if floating else np.float64)
+  taps.setflags(write=False)
+  return taps
 
 
 def is_riff(path: str) -> bool:

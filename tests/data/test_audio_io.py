@@ -1,5 +1,9 @@
 """The one int16 scale and the audio decoding of mmjax.audio_io."""
+import math
+
 import numpy as np
+import pytest
+import scipy.signal
 import soundfile
 
 from mmjax import audio_io
@@ -35,3 +39,20 @@ def test_resample_keeps_a_tone():
   expected = np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
   np.testing.assert_allclose(out[50:-50], expected[50:-50], atol=2e-3)
   assert audio_io.resample(tone, 8000, 8000) is tone
+
+
+@pytest.mark.parametrize('rate,target', [(8000, 16000), (16000, 8000),
+                                         (22050, 16000), (44100, 16000)])
+@pytest.mark.parametrize('dtype', [np.float32, np.float64, np.int16])
+def test_resample_is_scipys_default_filter_bitwise(rate, target, dtype):
+  # The filter is designed once per ratio (`_lowpass`); the result must be
+  # scipy's own resample_poly's, with the filter it designs on every call.
+  rng = np.random.default_rng(rate)
+  waveform = (rng.standard_normal((2, rate // 4)) * 1000).astype(dtype)
+  for axis, x in ((0, waveform[0]), (1, waveform)):
+    g = math.gcd(rate, target)
+    expected = scipy.signal.resample_poly(x, target // g, rate // g,
+                                          axis=axis).astype(np.float32)
+    for _ in range(2):  # The second call uses the kept filter.
+      np.testing.assert_array_equal(
+          audio_io.resample(x, rate, target, axis=axis), expected)
