@@ -4,7 +4,9 @@ Both runners expose the same methods, so the train loop does not care which
 one it drives. Checkpoints hold one (unreplicated) copy of the state in either
 mode, so a run can switch modes or meshes on resume.
 """
+import contextlib
 import functools
+import gc
 import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 
@@ -52,6 +54,44 @@ def enable_compilation_cache(setting: str) -> None:
   jax.config.update('jax_compilation_cache_dir', directory)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+  """Python's cyclic garbage collector paused for the block (left as it was
+  if a caller paused it)."""
+  if not gc.isenabled():
+    yield
+    return
+  gc.disable()
+  try:
+    yield
+  finally:
+    gc.enable()
+
+
+class _Compiled:
+  """A jitted or pmapped step, called and lowered with the garbage collector
+  paused. Its first call traces, lowers and compiles the step: a trace
+  allocates objects by the hundred thousand and frees none of them before it
+  ends, so the collection passes it triggers are wasted; on the bench model
+  they took a fifth of the tracing (benchmarks/throughput.md). Later
+  calls only dispatch, where pausing costs nothing.
+  """
+
+  def __init__(self, step: Callable):
+    self._step = step
+
+  def __call__(self, *args):
+    with _collector_paused():
+      return self._step(*args)
+
+  def lower(self, *args) -> jax.stages.Lowered:
+    with _collector_paused():
+      return self._step.lower(*args)
+
+  def __getattr__(self, name):  # The rest of the step's API, as it is.
+    return getattr(self._step, name)
 
 
 def _on_devices(batch) -> bool:
@@ -162,21 +202,22 @@ class JitRunner(_Runner):
     self._abstract = jax.eval_shape(self._init_fn, jax.random.key(0))
     self.state_sharding = sharding_lib.state_shardings(
         self._abstract, mesh, rules, tower_rules)
-    self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)),
-                         out_shardings=self.state_sharding)
-    self._train = jax.jit(
+    self._init = _Compiled(jax.jit(
+        lambda rng: nn.meta.unbox(self._init_fn(rng)),
+        out_shardings=self.state_sharding))
+    self._train = _Compiled(jax.jit(
         self._with_activation_sharding(self._train_fn, rules),
         in_shardings=(self.state_sharding, self.batch_sharding),
-        out_shardings=(self.state_sharding, replicated), donate_argnums=0)
-    self._eval = jax.jit(
+        out_shardings=(self.state_sharding, replicated), donate_argnums=0))
+    self._eval = _Compiled(jax.jit(
         self._with_activation_sharding(self._eval_fn, rules),
         in_shardings=(self.state_sharding, self.batch_sharding, replicated),
         out_shardings=(replicated if self._examples_fn is None else
                        (replicated, self.batch_sharding)),
-        donate_argnums=2)
-    self._zero_totals = jax.jit(
+        donate_argnums=2))
+    self._zero_totals = _Compiled(jax.jit(
         functools.partial(steps.zero_totals, self._model, self._task.eval_stats),
-        out_shardings=replicated)
+        out_shardings=replicated))
 
   def _with_activation_sharding(self, fn: Callable, rules) -> Callable:
     """`fn`, tracing under this mesh's activation constraints."""
@@ -243,12 +284,13 @@ class PmapRunner(_Runner):
         lambda tree: jax.tree.map(
             lambda x: jax.numpy.broadcast_to(x, (n, *x.shape)), tree),
         out_shardings=self._stacked)
-    self._init = jax.jit(lambda rng: nn.meta.unbox(self._init_fn(rng)))
+    self._init = _Compiled(jax.jit(
+        lambda rng: nn.meta.unbox(self._init_fn(rng))))
     pmap = functools.partial(jax.pmap, axis_name=PMAP_AXIS, devices=devices)
-    self._train = pmap(self._train_fn, donate_argnums=0)
-    self._eval = pmap(self._eval_fn, donate_argnums=2)
-    self._zero_totals = pmap(functools.partial(
-        steps.zero_totals, self._model, self._task.eval_stats))
+    self._train = _Compiled(pmap(self._train_fn, donate_argnums=0))
+    self._eval = _Compiled(pmap(self._eval_fn, donate_argnums=2))
+    self._zero_totals = _Compiled(pmap(functools.partial(
+        steps.zero_totals, self._model, self._task.eval_stats)))
 
   def init(self, rng: jax.Array) -> steps.TrainState:
     return self.from_checkpoint(self._init(rng))

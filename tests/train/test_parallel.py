@@ -1,5 +1,7 @@
 """Sharded training equals single-device training; pmap equals jit;
 activations are pinned to the mesh where tensor parallelism needs them."""
+import gc
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mmjax import sharding
 from mmjax.experiment import Experiment
+from mmjax.train import steps
 
 
 def _losses(experiment, batches):
@@ -145,3 +148,36 @@ def test_pmap_matches_jit_in_training_and_evaluation(make_config):
                   jax.tree.leaves(pmap_state.batch_stats)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
   assert jax.tree.leaves(jit_state.batch_stats), 'expected BatchNorm stats'
+
+
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
+def test_steps_are_traced_with_the_garbage_collector_paused(
+    make_config, monkeypatch, mode):
+  """The runner pauses Python's cyclic collector while its steps are traced
+  (a trace's objects are all live until it ends), and leaves it as it was."""
+  traced = []
+
+  def recording(step):
+    def step_fn(*args, **kwargs):
+      traced.append((step.__name__, gc.isenabled()))
+      return step(*args, **kwargs)
+    return step_fn
+
+  for name in ('train_step', 'eval_step'):
+    monkeypatch.setattr(steps, name, recording(getattr(steps, name)))
+  config = make_config(num_train_steps=1)
+  config.parallel.mode = mode
+  experiment = Experiment(config)
+  runner = experiment.runner
+  batch = next(experiment.train_iterator())
+  state, _ = runner.train_step(runner.init(experiment.init_rng), batch)
+  experiment.evaluate(state)
+  assert {name for name, _ in traced} == {'train_step', 'eval_step'}
+  assert not any(enabled for _, enabled in traced), traced
+  assert gc.isenabled()
+  gc.disable()  # A caller's own pause stays.
+  try:
+    runner.train_step(state, batch)
+    assert not gc.isenabled()
+  finally:
+    gc.enable()
